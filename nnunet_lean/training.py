@@ -1,0 +1,91 @@
+"""nnU-Net trainers that change the network's widths without re-planning.
+
+Each trainer applies a :class:`~nnunet_lean.widths.WidthChoice` to the widths of whatever
+topology the plans hold (PlainConvUNet or ResidualEncoderUNet). ``build_network_architecture``
+is what nnU-Net's predictor calls too, so ``nnUNetv2_predict -tr ...`` rebuilds the same net.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_lean import architecture
+from nnunet_lean.widths import WidthChoice
+
+
+class nnUNetTrainerWidths(nnUNetTrainer):
+    """Base class: the plan's network with ``width_choice`` applied (default: unchanged)."""
+
+    width_choice: WidthChoice = WidthChoice()
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager,
+                                   configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        arch = architecture.apply_choice(architecture.from_configuration(configuration_manager),
+                                         cls.width_choice, num_input_channels, num_output_channels)
+        return architecture.build(arch, num_input_channels, num_output_channels,
+                                  deep_supervision=enable_deep_supervision)
+
+
+class nnUNetTrainerLean(nnUNetTrainerWidths):
+    """LUnet: every stage gets the plan's first-stage width (32 in stock plans)."""
+    width_choice = WidthChoice(nf=0)
+
+
+class nnUNetTrainerLean_Nf4(nnUNetTrainerWidths):
+    width_choice = WidthChoice(nf=4)
+
+
+class nnUNetTrainerLean_Nf8(nnUNetTrainerWidths):
+    width_choice = WidthChoice(nf=8)
+
+
+class nnUNetTrainerLean_Nf16(nnUNetTrainerWidths):
+    width_choice = WidthChoice(nf=16)
+
+
+class nnUNetTrainerLean_Nf64(nnUNetTrainerWidths):
+    width_choice = WidthChoice(nf=64)
+
+
+class nnUNetTrainerScaled75(nnUNetTrainerWidths):
+    """The paper's linearly scaled-down U-Net: every stage at 75 % of the plan's width."""
+    width_choice = WidthChoice(scale=0.75)
+
+
+class nnUNetTrainerScaled50(nnUNetTrainerWidths):
+    width_choice = WidthChoice(scale=0.5)
+
+
+class nnUNetTrainerScaled25(nnUNetTrainerWidths):
+    width_choice = WidthChoice(scale=0.25)
+
+
+class QuickSchedule:
+    """Mixin: a CPU-sized schedule (a few short epochs) for demos and smoke runs.
+
+    The ``__init__`` signature must stay nnU-Net's own: nnUNetTrainer records its init
+    arguments by reading its locals under the names of ``self.__init__``'s parameters.
+    """
+    quick_epochs = 12
+    quick_iterations = 20
+    quick_val_iterations = 5
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.quick_epochs
+        self.num_iterations_per_epoch = self.quick_iterations
+        self.num_val_iterations_per_epoch = self.quick_val_iterations
+
+
+class nnUNetTrainerQuick(QuickSchedule, nnUNetTrainer):
+    """Stock network, quick schedule (the demo's baseline)."""
+
+
+class nnUNetTrainerLeanQuick(QuickSchedule, nnUNetTrainerLean):
+    """LUnet, quick schedule (the demo's lean run)."""

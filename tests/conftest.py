@@ -1,0 +1,89 @@
+"""Shared fixtures: an isolated nnU-Net folder tree and a runner for stock CLI commands.
+
+Every command runs in a subprocess with the same environment a user would have after
+``pip install .``: the venv's bin/ on PATH, nnUNet_raw/preprocessed/results set, and CPU speed
+knobs. ``nnUNet_extTrainer`` is set only where a test asks for the tiny test trainers.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+EXT_TRAINERS = str(TESTS / "ext_trainers")
+BIN = str(Path(sys.executable).parent)
+
+
+class NNUNet:
+    """An nnU-Net folder tree plus helpers to run stock commands against it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.raw, self.pre, self.results = root / "raw", root / "preprocessed", root / "results"
+        for p in (self.raw, self.pre, self.results):
+            p.mkdir(parents=True, exist_ok=True)
+
+    def env(self, ext_trainers: bool = False, training: bool = False) -> Dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+        env.update(PATH=BIN + os.pathsep + env.get("PATH", ""), nnUNet_raw=str(self.raw),
+                   nnUNet_preprocessed=str(self.pre), nnUNet_results=str(self.results),
+                   nnUNet_def_n_proc="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+        if ext_trainers:
+            env["nnUNet_extTrainer"] = EXT_TRAINERS
+        if training:
+            env["nnUNet_n_proc_DA"] = "0"  # breaks plan_and_preprocess: training only
+        return env
+
+    def run(self, args: List[str], ext_trainers: bool = False, training: bool = False,
+            check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        proc = subprocess.run(args, env=self.env(ext_trainers, training), cwd=str(self.root),
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
+                                 f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+        return proc
+
+    def python(self, code: str, **kw) -> subprocess.CompletedProcess:
+        return self.run([sys.executable, "-c", code], **kw)
+
+    def dataset_dir(self, dataset_id: int, stage: str = "pre") -> Path:
+        base = {"raw": self.raw, "pre": self.pre, "results": self.results}[stage]
+        (hit,) = [p for p in base.iterdir() if p.name.startswith(f"Dataset{dataset_id:03d}_")]
+        return hit
+
+
+@pytest.fixture(scope="session")
+def nnunet(tmp_path_factory) -> NNUNet:
+    return NNUNet(tmp_path_factory.mktemp("nnunet"))
+
+
+HIPPO_ID = 501
+
+
+@pytest.fixture(scope="session")
+def hippo(nnunet: NNUNet) -> NNUNet:
+    """Dataset 501: 12 + 2 synthetic cases at 32³, planned and preprocessed with nnUNetPlans
+    (2d, 3d_fullres) and LeanPlanner (3d_fullres) by the stock command."""
+    nnunet.run(["nnunet_lean", "make-dataset", "-d", str(HIPPO_ID), "-n", "12", "--num-test", "2",
+                "--size", "32", "--seed", "0"])
+    nnunet.run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "2d", "3d_fullres",
+                "-np", "1", "1", "-npfp", "1"])
+    nnunet.run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-pl", "LeanPlanner",
+                "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+    return nnunet
+
+
+def load_json(path: Path) -> dict:
+    import json
+    with open(path) as f:
+        return json.load(f)
+
+
+def fold_dir(nnunet: NNUNet, trainer: str, plans: str, config: str, fold: Optional[int] = 0) -> Path:
+    d = nnunet.dataset_dir(HIPPO_ID, "results") / f"{trainer}__{plans}__{config}"
+    return d if fold is None else d / f"fold_{fold}"

@@ -1,0 +1,88 @@
+"""Stock nnU-Net commands, end to end on CPU: plan -> train -> predict -> evaluate -> ensemble.
+
+Trained here (fold 0, tiny schedules from tests/ext_trainers, --npz):
+  A3: nnUNetTrainerLeanTiny on the STOCK nnUNetPlans, 3d_fullres   (lean trainer, stock plans)
+  A2: the same in 2d                                               (second configuration)
+  B : nnUNetTrainerTiny (stock network code) on nnUNetLeanPlans     (stock trainer, lean plans)
+"""
+import pytest
+import torch
+
+from conftest import HIPPO_ID, fold_dir, load_json
+
+MIN_DICE = 0.5  # all-background scores 0; 100 CPU steps reach ~0.8 here
+
+
+def train(nnunet, trainer, plans, config):
+    nnunet.run(["nnUNetv2_train", str(HIPPO_ID), config, "0", "-tr", trainer, "-p", plans,
+                "-device", "cpu", "--npz"], ext_trainers=True, training=True)
+
+
+@pytest.fixture(scope="module")
+def trained(hippo):
+    train(hippo, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres")
+    train(hippo, "nnUNetTrainerLeanTiny", "nnUNetPlans", "2d")
+    train(hippo, "nnUNetTrainerTiny", "nnUNetLeanPlans", "3d_fullres")
+    return hippo
+
+
+def predict(nnunet, out, trainer, plans, config):
+    images = nnunet.dataset_dir(HIPPO_ID, "raw") / "imagesTs"
+    nnunet.run(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(HIPPO_ID), "-c", config,
+                "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+                "--save_probabilities"], ext_trainers=True)
+    return out
+
+
+def test_dice(nnunet, pred_folder, plans="nnUNetPlans") -> float:
+    raw = nnunet.dataset_dir(HIPPO_ID, "raw")
+    nnunet.run(["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred_folder),
+                "-djfile", str(raw / "dataset.json"),
+                "-pfile", str(nnunet.dataset_dir(HIPPO_ID) / f"{plans}.json"), "-np", "1"])
+    summary = load_json(pred_folder / "summary.json")
+    assert len(summary["metric_per_case"]) == 2
+    return summary["foreground_mean"]["Dice"]
+
+
+test_dice.__test__ = False  # a helper, not a test
+
+
+def hidden_conv_widths(checkpoint) -> set:
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    return {w.shape[0] for k, w in weights.items()
+            if k.endswith(".weight") and w.ndim >= 4 and "seg_layers" not in k and "transpconv" not in k}
+
+
+def test_lean_trainer_on_stock_plans_trains_a_constant_width_net(trained):
+    ckpt = fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres") / "checkpoint_final.pth"
+    assert hidden_conv_widths(ckpt) == {32}
+    stock = load_json(trained.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")
+    assert len(set(stock["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"])) > 1
+
+
+def test_stock_trainer_on_lean_plans_trains_a_constant_width_net(trained):
+    ckpt = fold_dir(trained, "nnUNetTrainerTiny", "nnUNetLeanPlans", "3d_fullres") / "checkpoint_final.pth"
+    assert hidden_conv_widths(ckpt) == {32}
+
+
+@pytest.mark.parametrize("trainer, plans", [("nnUNetTrainerLeanTiny", "nnUNetPlans"),
+                                            ("nnUNetTrainerTiny", "nnUNetLeanPlans")])
+def test_predict_and_evaluate_test_cases(trained, tmp_path, trainer, plans):
+    out = predict(trained, tmp_path / "pred", trainer, plans, "3d_fullres")
+    assert test_dice(trained, out, plans) > MIN_DICE
+
+
+def test_find_best_configuration_and_ensemble(trained, tmp_path):
+    trained.run(["nnUNetv2_find_best_configuration", str(HIPPO_ID), "-c", "2d", "3d_fullres",
+                 "-tr", "nnUNetTrainerLeanTiny", "-p", "nnUNetPlans", "-f", "0", "-np", "1"], ext_trainers=True)
+    info = load_json(trained.dataset_dir(HIPPO_ID, "results") / "inference_information.json")
+    assert any(k.startswith("ensemble___") for k in info["all_results"])
+    assert {"nnUNetTrainerLeanTiny__nnUNetPlans__2d", "nnUNetTrainerLeanTiny__nnUNetPlans__3d_fullres"} \
+        <= set(info["all_results"])
+
+    p2 = predict(trained, tmp_path / "p2d", "nnUNetTrainerLeanTiny", "nnUNetPlans", "2d")
+    p3 = predict(trained, tmp_path / "p3d", "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres")
+    ens = tmp_path / "ensemble"
+    trained.run(["nnUNetv2_ensemble", "-i", str(p2), str(p3), "-o", str(ens), "-np", "1"])
+    assert sorted(p.name for p in ens.glob("*.nii.gz")) == sorted(p.name for p in p3.glob("*.nii.gz"))
+    assert test_dice(trained, ens) > MIN_DICE

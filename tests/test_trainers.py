@@ -1,0 +1,53 @@
+"""The trainers' networks, built the way nnU-Net's trainer and predictor build them."""
+import inspect
+
+import pytest
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+from nnunet_lean import training
+from nnunet_lean.widths import doubling
+from test_widths import unet_arch
+
+
+def conv_out_channels(net: torch.nn.Module, conv_dim: int = 3) -> set:
+    conv = getattr(torch.nn, f"Conv{conv_dim}d")
+    return {m.out_channels for name, m in net.named_modules()
+            if isinstance(m, conv) and "seg_layers" not in name}
+
+
+@pytest.mark.parametrize("net", ["PlainConvUNet", "ResidualEncoderUNet"])
+@pytest.mark.parametrize("trainer, expected", [
+    (training.nnUNetTrainerLean, {32}),
+    (training.nnUNetTrainerLean_Nf4, {4}),
+    (training.nnUNetTrainerLean_Nf8, {8}),
+    (training.nnUNetTrainerLean_Nf16, {16}),
+    (training.nnUNetTrainerLean_Nf64, {64}),
+    (training.nnUNetTrainerScaled50, {16, 32, 64, 128, 160}),
+    (training.nnUNetTrainerScaled25, {8, 16, 32, 64, 80}),
+    (training.nnUNetTrainerWidths, {32, 64, 128, 256, 320}),
+])
+def test_trainer_builds_its_widths_from_stock_plans(trainer, expected, net):
+    cm = ConfigurationManager({"architecture": unet_arch(doubling(6, 32, 320), net=net)})
+    model = trainer.build_network_architecture(None, cm, 1, 3, enable_deep_supervision=True)
+    assert conv_out_channels(model) == expected
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 1, 64, 64, 64))
+    assert isinstance(out, (list, tuple)) and out[0].shape == (1, 3, 64, 64, 64)  # deep supervision kept
+
+
+def test_predictor_calls_the_new_signature_and_gets_no_deep_supervision():
+    # nnUNetPredictor inspects the signature for 'plans_manager' before calling it
+    sig = inspect.signature(training.nnUNetTrainerLean.build_network_architecture)
+    assert "plans_manager" in sig.parameters
+    cm = ConfigurationManager({"architecture": unet_arch([32, 64, 128], conv_dim=2)})
+    model = training.nnUNetTrainerLean.build_network_architecture(None, cm, 2, 4, enable_deep_supervision=False)
+    assert conv_out_channels(model, 2) == {32}
+    with torch.no_grad():
+        assert model(torch.zeros(1, 2, 32, 32)).shape == (1, 4, 32, 32)
+
+
+def test_quick_schedule_keeps_nnunets_init_signature():
+    # nnUNetTrainer records its init args by parameter name; *args/**kwargs would break checkpoints
+    params = list(inspect.signature(training.nnUNetTrainerLeanQuick.__init__).parameters)
+    assert params == ["self", "plans", "configuration", "fold", "dataset_json", "device"]
