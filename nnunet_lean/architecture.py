@@ -67,3 +67,29 @@ def from_configuration(configuration_manager) -> dict:
         "arch_kwargs": dict(configuration_manager.network_arch_init_kwargs),
         "_kw_requires_import": tuple(configuration_manager.network_arch_init_kwargs_req_import),
     }
+
+
+def unet(widths: Sequence[int], conv_dim: int = 3, network: str = "PlainConvUNet") -> dict:
+    """An architecture entry like nnU-Net's planner writes: len(widths) stages, 3-voxel kernels,
+    stride 2 from the second stage on, 2 convs per block (PlainConvUNet) or nnU-Net's ResEnc
+    block counts (ResidualEncoderUNet). The LUnet paper's networks are ``unet(doubling(5, 4, ...))``
+    and ``unet(lean(5, nf))``."""
+    n = len(widths)
+    kwargs = {
+        "n_stages": n, "features_per_stage": [int(w) for w in widths],
+        "conv_op": f"torch.nn.modules.conv.Conv{conv_dim}d",
+        "kernel_sizes": [[3] * conv_dim] * n, "strides": [[1] * conv_dim] + [[2] * conv_dim] * (n - 1),
+        "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+        "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{conv_dim}d",
+        "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+    }
+    if network == "PlainConvUNet":
+        kwargs["n_conv_per_stage"] = [2] * n
+    elif network == "ResidualEncoderUNet":
+        kwargs["n_blocks_per_stage"] = ([1, 3, 4, 6] + [6] * n)[:n]
+        kwargs["n_conv_per_stage_decoder"] = [1] * (n - 1)
+    else:
+        raise ValueError(f"unknown network {network!r}: PlainConvUNet or ResidualEncoderUNet")
+    return {"network_class_name": f"dynamic_network_architectures.architectures.unet.{network}",
+            "arch_kwargs": kwargs, "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}

@@ -1,4 +1,4 @@
-"""The ``nnunet_lean`` command: make-dataset, modify-plans, plan.
+"""The ``nnunet_lean`` command: make-dataset, modify-plans, plan, plot-pruning, pruned-plans.
 
 Errors a user can fix print one line (``nnunet_lean: error: ...``) and exit with code 2.
 """
@@ -86,6 +86,23 @@ def cmd_plan(args: argparse.Namespace) -> None:
         preprocess_dataset(args.d, plans_identifier, args.c, [args.np] * len(args.c))
 
 
+def cmd_plot_pruning(args: argparse.Namespace) -> None:
+    from nnunet_lean.pruning.plots import plot_fold
+
+    try:
+        print("wrote " + plot_fold(args.fold_dir, args.o))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_pruned_plans(args: argparse.Namespace) -> None:
+    from nnunet_lean.plans_modifier import pruned_plans
+
+    path, channels = pruned_plans(str(args.d), args.fold_dir, args.o, args.overwrite)
+    print(f"wrote {path} ({channels} channels in its conv units); retrain from scratch with "
+          f"nnUNetv2_train {args.d} CONFIGURATION FOLD -p {args.o}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnunet_lean", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--overwrite", action="store_true", help="replace an existing target plans file")
     mp.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
     mp.set_defaults(func=cmd_modify_plans)
+
+    pp = sub.add_parser("plot-pruning", help="draw Fig. 3 (channels per block) of a pruning run's fold")
+    pp.add_argument("fold_dir", help="nnUNet_results/DatasetX/TRAINER__PLANS__CONFIG/fold_N")
+    pp.add_argument("-o", default=None, help="PNG path (default: FOLD_DIR/pruning.png)")
+    pp.set_defaults(func=cmd_plot_pruning)
+
+    pr = sub.add_parser("pruned-plans", help="plans with the pruned architecture of a finished run, to "
+                                              "retrain from scratch")
+    pr.add_argument("-d", required=True, help="dataset id or name")
+    pr.add_argument("fold_dir", help="fold_N folder of a finished pruning run")
+    pr.add_argument("-o", required=True, help="target plans identifier")
+    pr.add_argument("--overwrite", action="store_true")
+    pr.set_defaults(func=cmd_pruned_plans)
 
     pl = sub.add_parser("plan", help="plan (and preprocess) with a lean planner (for editable installs)")
     pl.add_argument("-d", type=int, required=True)

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from nnunet_lean import architecture
 from nnunet_lean.widths import WidthChoice
@@ -61,14 +61,9 @@ def _load_json(path: str) -> dict:
         return json.load(f)
 
 
-def modify_plans(dataset: str, source: str, choice: WidthChoice, target: Optional[str] = None,
-                 configurations: Optional[Sequence[str]] = None, overwrite: bool = False,
-                 dry_run: bool = False) -> tuple:
-    """Write plans ``target`` = ``source`` with ``choice`` applied; returns (path, changes)."""
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    target = target or default_target_name(source, choice)
+def _open_plans(dataset: str, source: str, target: str, configurations: Optional[Sequence[str]],
+                overwrite: bool) -> Tuple[dict, dict, List[str], str]:
+    """Validate a derivation request; returns (source plans, dataset.json, configurations, target path)."""
     if "__" in target:
         raise PlansError(f"plans name {target!r} contains '__', which nnU-Net uses as a separator: rename it")
     if not target or os.sep in target or target != target.strip():
@@ -95,7 +90,18 @@ def modify_plans(dataset: str, source: str, choice: WidthChoice, target: Optiona
         if c not in own:
             parent = plans["configurations"][c].get("inherits_from")
             raise PlansError(f"configuration {c!r} inherits its network from {parent!r}: modify {parent!r}")
+    return plans, dataset_json, chosen, dst_path
 
+
+def modify_plans(dataset: str, source: str, choice: WidthChoice, target: Optional[str] = None,
+                 configurations: Optional[Sequence[str]] = None, overwrite: bool = False,
+                 dry_run: bool = False) -> tuple:
+    """Write plans ``target`` = ``source`` with ``choice`` applied; returns (path, changes)."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    target = target or default_target_name(source, choice)
+    plans, dataset_json, chosen, dst_path = _open_plans(dataset, source, target, configurations, overwrite)
     pm = PlansManager(plans)
     num_out = pm.get_label_manager(dataset_json).num_segmentation_heads
     new = copy.deepcopy(plans)
@@ -137,3 +143,33 @@ def format_changes(changes: Sequence[ConfigChange]) -> str:
                     f"{ch.params_before:,} | {ch.params_after:,} | "
                     f"{ch.params_after / ch.params_before:.4f} |")
     return "\n".join(rows)
+
+
+def pruned_plans(dataset: str, fold_dir: str, target: str, overwrite: bool = False) -> Tuple[str, int]:
+    """Plans whose network is the pruned architecture of a finished pruning run, freshly initialised
+    (the paper's "equivalent-sized pruned network retrained from random initialisation"): train
+    them with the stock trainer. Source plans and configuration are read from the fold's run."""
+    import torch
+
+    from nnunet_lean.pruning.trainer import prunable_architecture
+
+    ckpt_path = os.path.join(fold_dir, "checkpoint_final.pth")
+    if not os.path.isfile(ckpt_path):
+        raise PlansError(f"no checkpoint_final.pth in {fold_dir}: give the fold_X folder of a finished pruning run")
+    run = os.path.basename(os.path.dirname(os.path.abspath(fold_dir))).split("__")
+    if len(run) != 3:
+        raise PlansError(f"{fold_dir} is not inside a TRAINER__PLANS__CONFIGURATION folder")
+    _, source, config = run
+    plans, _, _, dst_path = _open_plans(dataset, source, target, [config], overwrite)
+    weights = torch.load(ckpt_path, map_location="cpu", weights_only=False)["network_weights"]
+    arch = prunable_architecture(plans["configurations"][config]["architecture"])
+    with torch.device("meta"):
+        net = architecture.build(arch, 1, 1, allow_init=False)
+    unit_widths = {n: int(weights[f"{u.path}.conv.weight"].shape[0]) for n, u in net.units.items()}
+    arch["arch_kwargs"] = dict(arch["arch_kwargs"], unit_widths=unit_widths)
+    new = copy.deepcopy(plans)
+    new["plans_name"] = target
+    new["configurations"] = {config: dict(plans["configurations"][config], architecture=arch)}
+    _write_json_atomically(new, dst_path)
+    return dst_path, sum(unit_widths.values())
+

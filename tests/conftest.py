@@ -28,7 +28,8 @@ class NNUNet:
         for p in (self.raw, self.pre, self.results):
             p.mkdir(parents=True, exist_ok=True)
 
-    def env(self, ext_trainers: bool = False, training: bool = False) -> Dict[str, str]:
+    def env(self, ext_trainers: bool = False, training: bool = False,
+            extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
         env.update(PATH=BIN + os.pathsep + env.get("PATH", ""), nnUNet_raw=str(self.raw),
                    nnUNet_preprocessed=str(self.pre), nnUNet_results=str(self.results),
@@ -37,11 +38,13 @@ class NNUNet:
             env["nnUNet_extTrainer"] = EXT_TRAINERS
         if training:
             env["nnUNet_n_proc_DA"] = "0"  # breaks plan_and_preprocess: training only
+        env.update(extra or {})
         return env
 
     def run(self, args: List[str], ext_trainers: bool = False, training: bool = False,
-            check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        proc = subprocess.run(args, env=self.env(ext_trainers, training), cwd=str(self.root),
+            check: bool = True, timeout: int = 900,
+            extra_env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(args, env=self.env(ext_trainers, training, extra_env), cwd=str(self.root),
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
@@ -72,7 +75,7 @@ def hippo(nnunet: NNUNet) -> NNUNet:
     nnunet.run(["nnunet_lean", "make-dataset", "-d", str(HIPPO_ID), "-n", "12", "--num-test", "2",
                 "--size", "32", "--seed", "0"])
     nnunet.run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "2d", "3d_fullres",
-                "-np", "1", "1", "-npfp", "1"])
+                "--verify_dataset_integrity", "-np", "1", "1", "-npfp", "1"])
     nnunet.run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-pl", "LeanPlanner",
                 "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
     return nnunet

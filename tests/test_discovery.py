@@ -44,3 +44,14 @@ def test_stock_lookups_find_trainers_and_planners_without_env_var(nnunet):
     for p in PLANNERS:
         assert found[p] == f"nnunet_lean.planning.{p}"
 
+
+
+def test_trainers_folder_serves_as_nnUNet_extTrainer_for_editable_installs(nnunet):
+    # the exact call nnU-Net makes for each nnUNet_extTrainer folder (find_objects.py)
+    folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), "trainers")
+    out = nnunet.python(
+        "from nnunetv2.utilities.find_class_by_name import recursive_find_python_class\n"
+        f"c = recursive_find_python_class({folder!r}, 'nnUNetTrainerLean_Nf8', None, base_folder={folder!r}, "
+        "cleanup_imports_from_base_folder=True)\n"
+        "print('RESULT' + c.__module__ + '.' + c.__qualname__)").stdout
+    assert out.split("RESULT", 1)[1].strip() == "nnunet_lean.training.nnUNetTrainerLean_Nf8"

@@ -78,3 +78,11 @@ def test_lean_residual_encoder_preset(planned):
         assert set(widths(lean, config)) == {32} and len(set(widths(resenc, config))) > 1
         assert (l["patch_size"], l["batch_size"]) == (r["patch_size"], r["batch_size"])
         assert l["data_identifier"] == f"nnUNetPlans_{config}"
+
+
+def test_our_plan_command_for_editable_installs(hippo, planned):
+    hippo.run(["nnunet_lean", "plan", "-d", str(LARGE_ID), "-pl", "LeanResEncLPlanner"])
+    plans = planned("nnUNetLeanResEncLPlans")
+    assert set(widths(plans, "3d_fullres")) == {32}
+    proc = hippo.run(["nnunet_lean", "plan", "-d", str(LARGE_ID), "-pl", "NoSuchPlanner"], check=False)
+    assert proc.returncode == 2 and "unknown planner 'NoSuchPlanner'" in proc.stderr

@@ -5,9 +5,8 @@ import pytest
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_lean import training
+from nnunet_lean import architecture, training
 from nnunet_lean.widths import doubling
-from test_widths import unet_arch
 
 
 def conv_out_channels(net: torch.nn.Module, conv_dim: int = 3) -> set:
@@ -28,7 +27,7 @@ def conv_out_channels(net: torch.nn.Module, conv_dim: int = 3) -> set:
     (training.nnUNetTrainerWidths, {32, 64, 128, 256, 320}),
 ])
 def test_trainer_builds_its_widths_from_stock_plans(trainer, expected, net):
-    cm = ConfigurationManager({"architecture": unet_arch(doubling(6, 32, 320), net=net)})
+    cm = ConfigurationManager({"architecture": architecture.unet(doubling(6, 32, 320), network=net)})
     model = trainer.build_network_architecture(None, cm, 1, 3, enable_deep_supervision=True)
     assert conv_out_channels(model) == expected
     with torch.no_grad():
@@ -40,7 +39,7 @@ def test_predictor_calls_the_new_signature_and_gets_no_deep_supervision():
     # nnUNetPredictor inspects the signature for 'plans_manager' before calling it
     sig = inspect.signature(training.nnUNetTrainerLean.build_network_architecture)
     assert "plans_manager" in sig.parameters
-    cm = ConfigurationManager({"architecture": unet_arch([32, 64, 128], conv_dim=2)})
+    cm = ConfigurationManager({"architecture": architecture.unet([32, 64, 128], conv_dim=2)})
     model = training.nnUNetTrainerLean.build_network_architecture(None, cm, 2, 4, enable_deep_supervision=False)
     assert conv_out_channels(model, 2) == {32}
     with torch.no_grad():

@@ -5,29 +5,8 @@ from nnunet_lean import architecture
 from nnunet_lean.widths import WidthChoice, doubling, largest_lean_nf, lean, resolve, scaled
 
 
-def unet_arch(widths, conv_dim=3, net="PlainConvUNet"):
-    """A plans 'architecture' entry: len(widths) stages, 3x3(x3) kernels, stride 2 from stage 1."""
-    n = len(widths)
-    kwargs = {
-        "n_stages": n, "features_per_stage": list(widths),
-        "conv_op": f"torch.nn.modules.conv.Conv{conv_dim}d",
-        "kernel_sizes": [[3] * conv_dim] * n, "strides": [[1] * conv_dim] + [[2] * conv_dim] * (n - 1),
-        "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
-        "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{conv_dim}d",
-        "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
-    }
-    if net == "PlainConvUNet":
-        kwargs["n_conv_per_stage"] = [2] * n
-    else:
-        kwargs["n_blocks_per_stage"] = [1, 3, 4, 6, 6, 6][:n]
-        kwargs["n_conv_per_stage_decoder"] = [1] * (n - 1)
-    return {"network_class_name": f"dynamic_network_architectures.architectures.unet.{net}",
-            "arch_kwargs": kwargs, "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
-
-
 def params(widths, **kw):
-    return architecture.count_parameters(unet_arch(widths, **kw), 1, 2)
+    return architecture.count_parameters(architecture.unet(widths, **kw), 1, 2)
 
 
 def test_doubling_is_nnunets_rule():
@@ -66,14 +45,14 @@ def test_lean_has_30x_fewer_parameters_on_a_6_stage_3d_topology():
 
 
 def test_counting_is_exact_against_a_real_build():
-    arch = unet_arch([4, 8, 8])
+    arch = architecture.unet([4, 8, 8])
     net = architecture.build(arch, 1, 2)
     assert architecture.count_parameters(arch, 1, 2) == sum(p.numel() for p in net.parameters())
 
 
 def test_largest_lean_nf_under_budget():
     budget = params(lean(5, 8))
-    counter = architecture.width_counter(unet_arch([1] * 5), 1, 2)
+    counter = architecture.width_counter(architecture.unet([1] * 5), 1, 2)
     assert largest_lean_nf(counter, 5, budget) == 8
     assert largest_lean_nf(counter, 5, budget - 1) == 7
     with pytest.raises(ValueError, match="too small even for Nf=1"):
@@ -86,7 +65,7 @@ def test_resolve_applies_each_choice_to_plan_widths():
     assert resolve(WidthChoice(nf=0), plan) == [32] * 4  # 0 = the plan's base width
     assert resolve(WidthChoice(nf=8), plan) == [8] * 4
     assert resolve(WidthChoice(scale=0.25), plan) == [8, 16, 32, 64]
-    counter = architecture.width_counter(unet_arch(plan), 1, 2)
+    counter = architecture.width_counter(architecture.unet(plan), 1, 2)
     assert resolve(WidthChoice(budget=params(lean(4, 16))), plan, counter) == [16] * 4
 
 
@@ -102,7 +81,7 @@ def test_width_choice_validation(kwargs, message):
 
 
 def test_residual_encoder_unet_gets_lean_widths():
-    arch = unet_arch(doubling(5, 32, 320), net="ResidualEncoderUNet")
+    arch = architecture.unet(doubling(5, 32, 320), network="ResidualEncoderUNet")
     new = architecture.apply_choice(arch, WidthChoice(nf=0), 1, 3)
     assert architecture.plan_widths(new) == [32] * 5
     assert architecture.count_parameters(new, 1, 3) * 10 < architecture.count_parameters(arch, 1, 3)

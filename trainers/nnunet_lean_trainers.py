@@ -7,3 +7,6 @@ from nnunet_lean.training import (  # noqa: F401
     nnUNetTrainerWidths, nnUNetTrainerLean, nnUNetTrainerLean_Nf4, nnUNetTrainerLean_Nf8,
     nnUNetTrainerLean_Nf16, nnUNetTrainerLean_Nf64, nnUNetTrainerScaled75, nnUNetTrainerScaled50,
     nnUNetTrainerScaled25, nnUNetTrainerQuick, nnUNetTrainerLeanQuick)
+from nnunet_lean.pruning.trainer import (  # noqa: F401
+    nnUNetTrainerSTAMP, nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
+    nnUNetTrainerSTAMPQuick, nnUNetTrainerPruneRandomInSTAMPBlockQuick, nnUNetTrainerPruneRandomWidestQuick)

@@ -1,0 +1,91 @@
+"""Demo: nnU-Net default vs Lean U-Net, trained and tested on CPU through the stock commands.
+
+Run through scripts/demo.sh (which builds the venv first). Steps: synthetic dataset ->
+nnUNetv2_plan_and_preprocess (nnUNetPlans, then -pl LeanPlanner) -> nnUNetv2_train fold 0 with
+nnUNetTrainerQuick on each plans -> nnUNetv2_predict on the test cases -> nnUNetv2_evaluate_folder
+-> a table of parameters, seconds per epoch, peak memory and test Dice.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from nnunet_lean import reports
+
+BIN = Path(sys.executable).parent
+DATASET_ID = 990
+TRAINER = "nnUNetTrainerQuick"
+RUNS = [("nnU-Net default", "nnUNetPlans"), ("Lean U-Net (LeanPlanner)", "nnUNetLeanPlans")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default="demo_output", help="where nnUNet_raw/preprocessed/results go")
+    ap.add_argument("--size", type=int, default=32, help="image edge in voxels")
+    ap.add_argument("--num-train", type=int, default=20)
+    ap.add_argument("--num-test", type=int, default=5)
+    args = ap.parse_args()
+
+    work = Path(args.workdir).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", nnUNet_raw=str(work / "raw"),
+               nnUNet_preprocessed=str(work / "preprocessed"), nnUNet_results=str(work / "results"),
+               nnUNet_def_n_proc="1", MPLBACKEND="Agg")
+    train_env = dict(env, nnUNet_n_proc_DA="0")
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+
+    def step(name: str, cmd, e=env) -> reports.Measured:
+        print(f"[demo] {name}: {' '.join(cmd)}", flush=True)
+        m = reports.run_measured(cmd, env=e, log_path=str(logs / f"{name}.log"))
+        if m.returncode != 0:
+            sys.exit(f"[demo] {name} failed (exit {m.returncode}); see {logs / (name + '.log')}\n"
+                     + m.output[-3000:])
+        return m
+
+    d = str(DATASET_ID)
+    step("dataset", ["nnunet_lean", "make-dataset", "-d", d, "-n", str(args.num_train),
+                     "--num-test", str(args.num_test), "--size", str(args.size)])
+    raw = work / "raw" / "Dataset990_LeanHippocampus"
+    step("plan_default", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+    step("plan_lean", ["nnUNetv2_plan_and_preprocess", "-d", d, "-pl", "LeanPlanner", "-c", "3d_fullres",
+                       "-np", "1", "-npfp", "1"])
+    rows = []
+    for label, plans in RUNS:
+        train = step(f"train_{plans}", ["nnUNetv2_train", d, "3d_fullres", "0", "-tr", TRAINER, "-p", plans,
+                                        "-device", "cpu"], train_env)
+        pred = work / f"pred_{plans}"
+        step(f"predict_{plans}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
+                                  "-c", "3d_fullres", "-tr", TRAINER, "-p", plans, "-f", "0", "-device", "cpu",
+                                  "-npp", "1", "-nps", "1"])
+        step(f"evaluate_{plans}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
+                                   "-djfile", str(raw / "dataset.json"),
+                                   "-pfile", str(work / "preprocessed" / raw.name / f"{plans}.json"), "-np", "1"])
+        ckpt = reports.load_checkpoint(str(work / "results" / raw.name / f"{TRAINER}__{plans}__3d_fullres"
+                                           / "fold_0" / "checkpoint_final.pth"))
+        rows.append({"model": label, "plans": plans, "parameters": reports.checkpoint_parameters(ckpt),
+                     "train s/epoch": reports.median_epoch_seconds(ckpt),
+                     "peak train RSS (MB)": train.peak_rss_mb,
+                     "test Dice": reports.foreground_dice(str(pred / "summary.json"))})
+    base = dict(rows[0])
+    for r in rows:
+        r["params ratio"] = f"{r['parameters'] / base['parameters']:.3f}"
+        r["time ratio"] = f"{r['train s/epoch'] / base['train s/epoch']:.2f}"
+        r["memory ratio"] = f"{r['peak train RSS (MB)'] / base['peak train RSS (MB)']:.2f}"
+        r["parameters"] = f"{r['parameters']:,}"
+        r["train s/epoch"] = f"{r['train s/epoch']:.1f}"
+        r["peak train RSS (MB)"] = f"{r['peak train RSS (MB)']:.0f}"
+        r["test Dice"] = f"{r['test Dice']:.3f}"
+    print(f"\n{args.num_train} training / {args.num_test} test cases at {args.size}^3, fold 0, {TRAINER} "
+          f"(CPU, {os.cpu_count()} cores)\n")
+    print(reports.markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Pruning trainers through the stock CLI on CPU: train two folds that end at different widths,
+predict them together, ensemble, evaluate; resume a killed run; retrain pruned widths from scratch.
+
+All on the stock nnUNetPlans of dataset 501 (widths 32..256), tiny schedules from tests/ext_trainers:
+4 epochs x 25 iterations, 6 channels pruned after epochs 1 and 2.
+"""
+import pytest
+import torch
+
+from conftest import HIPPO_ID, fold_dir, load_json
+from test_end_to_end import MIN_DICE, predict, test_dice
+
+PLANS = "nnUNetPlans"
+STAMP = "nnUNetTrainerSTAMPTiny"
+WIDEST = "nnUNetTrainerPruneRandomWidestResume"
+CRASH = "nnUNetTrainerPruneRandomWidestResumeCrash"
+
+
+def train(nnunet, trainer, fold, *extra, check=True, env=None):
+    args = ["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", str(fold), "-tr", trainer, "-p", PLANS,
+            "-device", "cpu", "--npz", *extra]
+    return nnunet.run(args, ext_trainers=True, training=True, check=check, extra_env=env)
+
+
+def unit_widths(nnunet, trainer, fold):
+    ckpt = torch.load(fold_dir(nnunet, trainer, PLANS, "3d_fullres", fold) / "checkpoint_final.pth",
+                      map_location="cpu", weights_only=False)["network_weights"]
+    return {k: v.shape[0] for k, v in ckpt.items() if k.endswith(".conv.weight") and ".all_modules" not in k
+            and not k.startswith("decoder.encoder.")}
+
+
+@pytest.fixture(scope="module")
+def stamp(hippo):
+    train(hippo, STAMP, 0)
+    train(hippo, STAMP, 1)
+    return hippo
+
+
+@pytest.fixture(scope="module")
+def widest(stamp):
+    """An uninterrupted random@widest run (fold 0): resume reference and second model to ensemble."""
+    train(stamp, WIDEST, 0)
+
+
+def test_stamp_prunes_the_widest_layers_and_logs_each_step(stamp):
+    folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
+    history = load_json(folder / "pruning_history.json")
+    assert history["strategy"] == "stamp" and [s["epoch"] for s in history["steps"]] == [1, 2]
+    total = sum(history["initial_widths"].values())
+    assert [s["channels_left"] for s in history["steps"]] == [total - 6, total - 12]
+    assert history["steps"][1]["params"] < history["steps"][0]["params"] < history["initial_params"]
+    # layer-normalised ranking removes from the 256-wide bottleneck first
+    assert all(n.startswith("enc3.") for s in history["steps"] for n, _ in s["picks"])
+    assert 0 < max(history["dropout"].values()) <= 0.1 + 1e-9
+    log = next(folder.glob("training_log_*.txt")).read_text()
+    assert log.count("prune step") == 2 and "channels left" in log and "pseudo-Dice" in log
+    # the checkpoint itself is a plain nnU-Net one, at the pruned widths
+    ckpt = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert set(ckpt) >= {"network_weights", "optimizer_state", "init_args", "trainer_name"}
+
+
+def test_the_pruning_plot_is_written_and_not_blank(stamp):
+    import matplotlib.image
+    png = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0) / "pruning.png"
+    img = matplotlib.image.imread(str(png))
+    assert png.stat().st_size > 10_000 and img.shape[0] > 300 and img[..., :3].std() > 0.05
+    # the CLI renders the same figure from any finished fold
+    out = png.parent / "again.png"
+    stamp.run(["nnunet_lean", "plot-pruning", str(png.parent), "-o", str(out)])
+    assert out.stat().st_size > 10_000
+
+
+def test_folds_pruned_to_different_widths_predict_together_and_ensemble(stamp, tmp_path):
+    assert unit_widths(stamp, STAMP, 0) != unit_widths(stamp, STAMP, 1)
+    images = stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"
+    both = tmp_path / "folds01"
+    stamp.run(["nnUNetv2_predict", "-i", str(images), "-o", str(both), "-d", str(HIPPO_ID), "-c", "3d_fullres",
+               "-tr", STAMP, "-p", PLANS, "-f", "0", "1", "-device", "cpu", "-npp", "1", "-nps", "1",
+               "--save_probabilities"], ext_trainers=True)
+    assert test_dice(stamp, both) > MIN_DICE
+    single = predict(stamp, tmp_path / "fold0", STAMP, PLANS, "3d_fullres")
+    ens = tmp_path / "ensemble"
+    stamp.run(["nnUNetv2_ensemble", "-i", str(both), str(single), "-o", str(ens), "-np", "1"])
+    assert test_dice(stamp, ens) > MIN_DICE
+
+
+@pytest.mark.usefixtures("widest")
+def test_resume_restores_widths_history_dropout_rng_and_optimizer(stamp, tmp_path):
+    # a run killed after 3 epochs (one pruning step, then a plain epoch), then `--c`
+    proc = train(stamp, CRASH, 0, check=False, env={"NNUNET_LEAN_TEST_CRASH_AT": "3"})
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    folder = fold_dir(stamp, CRASH, PLANS, "3d_fullres", 0)
+    latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    sidecar = load_json(folder / "checkpoint_latest.pth.pruning.json")
+    assert len(sidecar["steps"]) == 1 and latest["current_epoch"] == 3
+
+    dump = tmp_path / "restored.json"
+    train(stamp, CRASH, 0, "--c", env={"NNUNET_LEAN_TEST_DUMP": str(dump)})
+    restored = load_json(dump)
+    assert restored["epoch"] == 3
+    assert restored["widths"] == sidecar["steps"][-1]["widths"]
+    assert restored["steps"] == sidecar["steps"] and restored["rng"] == sidecar["rng"]
+    assert restored["dropout"] == pytest.approx(sidecar["dropout"])
+    saved_momentum = {str(i): float(s["momentum_buffer"].double().sum())
+                      for i, s in latest["optimizer_state"]["state"].items()}
+    assert restored["momentum"] == pytest.approx(saved_momentum) and len(saved_momentum) > 10
+    # ... and the run went on pruning exactly as an uninterrupted run with the same seed does
+    resumed = load_json(folder / "pruning_history.json")["steps"]
+    straight = load_json(fold_dir(stamp, WIDEST, PLANS, "3d_fullres", 0) / "pruning_history.json")["steps"]
+    assert len(resumed) == len(straight) == 2
+    assert [s["picks"] for s in resumed] == [s["picks"] for s in straight]
+    assert not (folder / "checkpoint_latest.pth.pruning.json").exists()
+
+
+@pytest.mark.usefixtures("widest")
+def test_find_best_configuration_over_pruning_trainers(stamp):
+    stamp.run(["nnUNetv2_find_best_configuration", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, WIDEST,
+               "-p", PLANS, "-f", "0", "-np", "1"], ext_trainers=True)
+    info = load_json(stamp.dataset_dir(HIPPO_ID, "results") / "inference_information.json")
+    assert any(k.startswith("ensemble___") for k in info["all_results"])
+
+
+def test_pretrained_weights_from_a_pruned_run_fail_clearly(stamp):
+    ckpt = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0) / "checkpoint_final.pth"
+    proc = train(stamp, "nnUNetTrainerTiny", 2, "-pretrained_weights", str(ckpt), check=False)
+    assert proc.returncode != 0 and "does not seem to be compatible" in proc.stderr + proc.stdout
+
+
+def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp):
+    folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
+    stamp.run(["nnunet_lean", "pruned-plans", "-d", str(HIPPO_ID), str(folder), "-o", "nnUNetPlansPrunedF0"])
+    plans = load_json(stamp.dataset_dir(HIPPO_ID) / "nnUNetPlansPrunedF0.json")
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    assert arch["network_class_name"].endswith("PrunableUNet")
+    assert arch["arch_kwargs"]["unit_widths"] == load_json(folder / "pruning_history.json")["steps"][-1]["widths"]
+    stamp.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerTiny",
+               "-p", "nnUNetPlansPrunedF0", "-device", "cpu"], ext_trainers=True, training=True)
+    scratch = fold_dir(stamp, "nnUNetTrainerTiny", "nnUNetPlansPrunedF0", "3d_fullres", 0) / "checkpoint_final.pth"
+    weights = torch.load(scratch, map_location="cpu", weights_only=False)["network_weights"]
+    pruned = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in pruned.items()}

@@ -1,0 +1,63 @@
+"""STAMP ranking, targeted-dropout probabilities and the random baselines, on hand-made numbers."""
+import numpy as np
+import pytest
+import torch
+
+from nnunet_lean.pruning import ranking
+from test_pruning_surgery import make_net
+
+
+def test_layer_normalisation_makes_stamp_prune_the_widest_layer_first():
+    # equal filters everywhere: a layer of n filters scores 1/sqrt(n) each
+    raw = {"narrow": torch.ones(4), "wide": torch.ones(64), "mid": torch.ones(16)}
+    scores = ranking.normalise(raw)
+    assert torch.allclose(scores["wide"], torch.full((64,), 1 / 8))
+    picks = ranking.stamp_picks(scores, 3)
+    assert [n for n, _ in picks] == ["wide"] * 3
+
+
+def test_stamp_takes_the_global_minimum_and_never_empties_a_unit():
+    scores = {"a": torch.tensor([0.9, 0.05]), "b": torch.tensor([0.01]), "c": torch.tensor([0.5, 0.2, 0.3])}
+    assert ranking.stamp_picks(scores, 2) == [("a", 1), ("c", 1)]  # b has a single channel
+
+
+def test_dropout_probabilities_follow_the_reverse_rank():
+    scores = {"important": torch.tensor([0.9, 0.8]), "middling": torch.tensor([0.5, 0.4]),
+              "prunable": torch.tensor([0.1, 0.2])}
+    p = ranking.dropout_probabilities(scores, p_max=0.1)
+    assert p["prunable"] == pytest.approx(0.1)
+    assert p["important"] < p["middling"] < p["prunable"]
+    assert p["important"] == pytest.approx(0.1 * 1.5 / 5.5)  # mean reverse rank 1.5 of max 5.5
+
+
+def test_random_baselines_are_seeded_and_respect_their_rule():
+    widths = {"a": 4, "b": 9, "c": 9, "d": 1}
+    picks = ranking.widest_picks(widths, 3, np.random.default_rng(0))
+    assert ranking.widest_picks(widths, 3, np.random.default_rng(0)) == picks
+    units = [n for n, _ in picks]
+    assert set(units) <= {"b", "c"} and len(set(picks)) == 3
+    many = {tuple(ranking.widest_picks(widths, 1, np.random.default_rng(s))) for s in range(20)}
+    assert {p[0][0] for p in many} == {"b", "c"}  # ties broken at random
+    scores = {"a": torch.tensor([0.5, 0.6]), "b": torch.tensor([0.01, 0.9, 0.8])}
+    picked = ranking.choose("random_stamp_block", scores, {"a": 2, "b": 3}, 1, np.random.default_rng(1))
+    assert picked[0][0] == "b"  # the block STAMP picked, a channel chosen at random
+    with pytest.raises(ValueError, match="unknown pruning strategy"):
+        ranking.choose("magnitude", scores, {"a": 2, "b": 3}, 1, np.random.default_rng(1))
+
+
+def test_activation_norms_are_fp32_l2_over_space_batch_mean_summed_over_passes():
+    net = make_net().eval()
+    x = torch.randn(2, 2, 16, 16, 16)
+    captured = {}
+    block = net.block("enc1.0")
+    handle = block.nonlin.register_forward_hook(lambda m, i, o: captured.setdefault("out", o.detach().clone()))
+    with torch.no_grad(), ranking.ActivationNorms(net) as rec:
+        net(x)
+        net(x)
+    handle.remove()
+    expected = 2 * captured["out"].flatten(2).norm(dim=2).mean(0)
+    assert set(rec.sums) == set(net.units)
+    assert rec.sums["enc1.0"].dtype == torch.float32
+    assert torch.allclose(rec.sums["enc1.0"], expected, rtol=1e-5)
+    assert rec.sums["dec2.1"].shape == (6,)
+    assert not rec._handles  # hooks removed
