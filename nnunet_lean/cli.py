@@ -44,13 +44,12 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 def cmd_modify_plans(args: argparse.Namespace) -> None:
     from nnunet_lean.plans_modifier import format_changes, modify_plans
 
-    if args.nf is not None and args.nf < 1:
+    if args.nf is not None and args.nf < 1:  # WidthChoice reads nf=0 as "the plan's base width"
         raise UserError(f"--nf must be >= 1, got {args.nf}")
-    if args.scale is not None and not args.scale > 0:
-        raise UserError(f"--scale must be > 0, got {args.scale}")
-    if args.budget is not None and args.budget < 1:
-        raise UserError(f"--budget must be >= 1 parameter, got {args.budget}")
-    choice = WidthChoice(nf=args.nf, scale=args.scale, budget=args.budget)
+    try:
+        choice = WidthChoice(nf=args.nf, scale=args.scale, budget=args.budget)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     path, changes = modify_plans(str(args.d), args.p, choice, args.o, args.c, args.overwrite, args.dry_run)
     print(format_changes(changes))
     print(("would write " if args.dry_run else "wrote ") + path)

@@ -65,22 +65,24 @@ class nnUNetTrainerScaled25(nnUNetTrainerWidths):
     width_choice = WidthChoice(scale=0.25)
 
 
-class QuickSchedule:
-    """Mixin: a CPU-sized schedule (a few short epochs) for demos and smoke runs.
+class ScheduleOverrides:
+    """Mixin: after nnUNetTrainer.__init__, set the attributes named in ``schedule``.
 
     The ``__init__`` signature must stay nnU-Net's own: nnUNetTrainer records its init
     arguments by reading its locals under the names of ``self.__init__``'s parameters.
     """
-    quick_epochs = 12
-    quick_iterations = 20
-    quick_val_iterations = 5
+    schedule: dict = {}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = self.quick_epochs
-        self.num_iterations_per_epoch = self.quick_iterations
-        self.num_val_iterations_per_epoch = self.quick_val_iterations
+        for name, value in self.schedule.items():
+            setattr(self, name, value)
+
+
+class QuickSchedule(ScheduleOverrides):
+    """A CPU-sized schedule (a few short epochs) for demos and smoke runs."""
+    schedule = {"num_epochs": 12, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 5}
 
 
 class nnUNetTrainerQuick(QuickSchedule, nnUNetTrainer):

@@ -32,21 +32,9 @@ def main() -> int:
     work = Path(args.workdir).resolve()
     if work.exists():
         shutil.rmtree(work)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", nnUNet_raw=str(work / "raw"),
-               nnUNet_preprocessed=str(work / "preprocessed"), nnUNet_results=str(work / "results"),
-               nnUNet_def_n_proc="1", MPLBACKEND="Agg")
-    train_env = dict(env, nnUNet_n_proc_DA="0")
-    logs = work / "logs"
-    logs.mkdir(parents=True)
-
-    def step(name: str, cmd, e=env) -> reports.Measured:
-        print(f"[demo] {name}: {' '.join(cmd)}", flush=True)
-        m = reports.run_measured(cmd, env=e, log_path=str(logs / f"{name}.log"))
-        if m.returncode != 0:
-            sys.exit(f"[demo] {name} failed (exit {m.returncode}); see {logs / (name + '.log')}\n"
-                     + m.output[-3000:])
-        return m
+    env = reports.nnunet_environment(str(work), str(BIN))
+    train_env = reports.nnunet_environment(str(work), str(BIN), training=True)
+    step = reports.run_steps(str(work / "logs"), env)
 
     d = str(DATASET_ID)
     step("dataset", ["nnunet_lean", "make-dataset", "-d", d, "-n", str(args.num_train),

@@ -8,6 +8,9 @@ import nnunet_lean
 TRAINERS = ["nnUNetTrainerLean", "nnUNetTrainerLean_Nf4", "nnUNetTrainerLean_Nf8", "nnUNetTrainerLean_Nf16",
             "nnUNetTrainerLean_Nf64", "nnUNetTrainerScaled75", "nnUNetTrainerScaled50",
             "nnUNetTrainerScaled25", "nnUNetTrainerQuick", "nnUNetTrainerLeanQuick"]
+PRUNING_TRAINERS = ["nnUNetTrainerSTAMP", "nnUNetTrainerPruneRandomInSTAMPBlock", "nnUNetTrainerPruneRandomWidest",
+                    "nnUNetTrainerSTAMPQuick", "nnUNetTrainerPruneRandomInSTAMPBlockQuick",
+                    "nnUNetTrainerPruneRandomWidestQuick"]
 PLANNERS = ["LeanPlanner", "LeanPlannerNf8", "LeanPlannerNf16", "LeanPlannerNf64", "LeanMemPlanner",
             "LeanResEncMPlanner", "LeanResEncLPlanner", "LeanResEncXLPlanner"]
 
@@ -37,10 +40,12 @@ def test_tests_run_against_the_installed_package():
 
 
 def test_stock_lookups_find_trainers_and_planners_without_env_var(nnunet):
-    out = nnunet.python(LOOKUP % (TRAINERS, PLANNERS)).stdout
+    out = nnunet.python(LOOKUP % (TRAINERS + PRUNING_TRAINERS, PLANNERS)).stdout
     found = json.loads(out.split("RESULT", 1)[1])
     for t in TRAINERS:
         assert found[t] == f"nnunet_lean.training.{t}"
+    for t in PRUNING_TRAINERS:
+        assert found[t] == f"nnunet_lean.pruning.trainer.{t}"
     for p in PLANNERS:
         assert found[p] == f"nnunet_lean.planning.{p}"
 

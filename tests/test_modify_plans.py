@@ -69,12 +69,13 @@ def test_scale_and_budget(hippo):
     (["-d", "501", "-p", "NoSuchPlans", "--nf", "8"], "no plans 'NoSuchPlans'"),
     (["-d", "501", "-c", "3d_lowres", "--nf", "8"], "configuration '3d_lowres' not in"),
     (["-d", "501", "--nf", "0"], "--nf must be >= 1"),
-    (["-d", "501", "--scale", "0"], "--scale must be > 0"),
-    (["-d", "501", "--scale", "-1.5"], "--scale must be > 0"),
+    (["-d", "501", "--scale", "0"], "scale must be > 0"),
+    (["-d", "501", "--scale", "-1.5"], "scale must be > 0"),
+    (["-d", "501", "--budget", "0"], "budget must be >= 1"),
     (["-d", "501", "--budget", "100"], "too small even for Nf=1"),
     (["-d", "501", "--nf", "8", "-o", "nnUNet__Plans"], "contains '__'"),
     (["-d", "501", "--nf", "8", "-o", "nnUNetLeanPlans"], "exists: pass --overwrite"),
-], ids=["dataset", "plans", "config", "nf", "scale0", "scale-", "budget", "dunder", "exists"])
+], ids=["dataset", "plans", "config", "nf", "scale0", "scale-", "budget0", "budget", "dunder", "exists"])
 def test_bad_input_one_line_exit_2_nothing_written(hippo, argv, message):
     folder = hippo.dataset_dir(HIPPO_ID)
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

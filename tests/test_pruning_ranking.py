@@ -61,3 +61,25 @@ def test_activation_norms_are_fp32_l2_over_space_batch_mean_summed_over_passes()
     assert torch.allclose(rec.sums["enc1.0"], expected, rtol=1e-5)
     assert rec.sums["dec2.1"].shape == (6,)
     assert not rec._handles  # hooks removed
+
+
+def test_schedule_leaves_recovery_epochs_and_stops_at_targets():
+    from types import SimpleNamespace
+
+    from nnunet_lean.pruning.trainer import nnUNetTrainerSTAMP as T
+
+    t = SimpleNamespace(prune_start_epoch=2, prune_every=2, prune_stop_epoch=None, num_epochs=10,
+                        pruning_state={"done": False})
+    assert [e for e in range(10) if T.should_prune(t, e)] == [2, 4, 6]  # 8 would leave one recovery epoch
+    t.prune_stop_epoch = 5
+    assert [e for e in range(10) if T.should_prune(t, e)] == [2, 4]
+    t.pruning_state["done"] = True
+    assert not any(T.should_prune(t, e) for e in range(10))
+
+    t = SimpleNamespace(prune_target_channel_fraction=0.5, prune_target_param_fraction=None,
+                        fractions_left=lambda: {"channels": 0.6, "params": 0.2})
+    assert not T.target_reached(t)
+    t.prune_target_param_fraction = 0.25
+    assert T.target_reached(t)
+    t.fractions_left = lambda: {"channels": 0.5, "params": 0.9}
+    assert T.target_reached(t)

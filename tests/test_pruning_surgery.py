@@ -122,3 +122,17 @@ def test_unit_widths_build_the_pruned_architecture_from_scratch():
     scratch = architecture.build(arch, 2, 3)
     assert scratch.widths() == pruned.widths()
     assert scratch.num_parameters() == pruned.num_parameters()
+
+
+def test_pruning_trainers_build_a_prunable_net_and_refuse_residual_encoders():
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    from nnunet_lean.pruning.network import PrunableUNet
+    from nnunet_lean.pruning.trainer import nnUNetTrainerSTAMP
+
+    plain = ConfigurationManager({"architecture": architecture.unet([8, 16, 32])})
+    net = nnUNetTrainerSTAMP.build_network_architecture(None, plain, 1, 2, enable_deep_supervision=True)
+    assert isinstance(net, PrunableUNet) and net.widths()["enc2.0"] == 32 and net.decoder.deep_supervision
+    resenc = ConfigurationManager({"architecture": architecture.unet([8, 16, 32], network="ResidualEncoderUNet")})
+    with pytest.raises(RuntimeError, match="channel pruning needs a PlainConvUNet plan, got ResidualEncoderUNet"):
+        nnUNetTrainerSTAMP.build_network_architecture(None, resenc, 1, 2)

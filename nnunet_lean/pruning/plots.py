@@ -32,6 +32,12 @@ def widths_at_fractions(state: dict) -> Dict[float, Dict[str, int]]:
 
 
 def plot_history(state: dict, path: str) -> str:
+    # nnU-Net's progress plot switches seaborn's large-font style on globally: draw with defaults
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        return _plot(state, path)
+
+
+def _plot(state: dict, path: str) -> str:
     blocks = list(block_sums(state["initial_widths"]))
     series: Dict[str, List[int]] = {b: [v] for b, v in block_sums(state["initial_widths"]).items()}
     for s in state["steps"]:
@@ -45,7 +51,7 @@ def plot_history(state: dict, path: str) -> str:
         style = "-" if b.startswith("enc") else "--"
         ax_b.plot(steps, series[b], style, color=cmap(i / max(1, len(blocks) - 1)), label=b)
     ax_b.set(xlabel="pruning step", ylabel="channels in block", yscale="log",
-             title=f"(b) channels per block ({state.get('strategy', '?')})")
+             title=f"(b) channels left per block ({state.get('strategy', '?')})")
     ax_b.legend(ncol=2, fontsize=7)
 
     at = widths_at_fractions(state)
@@ -55,7 +61,7 @@ def plot_history(state: dict, path: str) -> str:
             ax_c.bar([i + j * width for i in range(len(blocks))], [at[f][b] for b in blocks], width,
                      label=f"{round(100 * f)} % left")
     ax_c.set_xticks([i + 0.4 - width / 2 for i in range(len(blocks))], blocks, rotation=45, fontsize=8)
-    ax_c.set(ylabel="channels in block", title="(c) channels per block at 100/75/50/25 % remaining")
+    ax_c.set(ylabel="channels in block", title="(c) channels per block when 100/75/50/25 % remain")
     ax_c.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_lean import architecture
+from nnunet_lean.training import QuickSchedule, ScheduleOverrides
 from nnunet_lean.pruning import ranking
 from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
 from nnunet_lean.pruning.network import PrunableUNet
@@ -223,20 +224,10 @@ class nnUNetTrainerPruneRandomWidest(nnUNetTrainerSTAMP):
     prune_strategy = "random_widest"
 
 
-class QuickPruning:
-    """Mixin: a CPU-sized pruning schedule (12 epochs x 20 iterations, prune every epoch from 2)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 12
-        self.num_iterations_per_epoch = 20
-        self.num_val_iterations_per_epoch = 5
-        self.prune_start_epoch = 2
-        self.prune_every = 1
-        self.prune_stop_epoch = 10
-        self.prune_channels_per_step = 16
-        self.importance_batches = 4
+class QuickPruning(ScheduleOverrides):
+    """A CPU-sized pruning schedule: 12 epochs x 20 iterations, 16 channels after epochs 2..9."""
+    schedule = dict(QuickSchedule.schedule, prune_start_epoch=2, prune_every=1, prune_stop_epoch=10,
+                    prune_channels_per_step=16, importance_batches=4)
 
 
 class nnUNetTrainerSTAMPQuick(QuickPruning, nnUNetTrainerSTAMP):
