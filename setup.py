@@ -25,5 +25,6 @@ setup(
         "scipy",
         "matplotlib",
     ],
+    extras_require={"mni": ["nilearn>=0.10"]},  # the MNI152 template files it ships (make-dataset --kind mni)
     entry_points={"console_scripts": ["nnunet_lean=nnunet_lean.cli:main"]},
 )

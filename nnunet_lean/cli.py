@@ -1,4 +1,4 @@
-"""The ``nnunet_lean`` command: make-dataset, modify-plans, plan, plot-pruning, pruned-plans.
+"""The ``nnunet_lean`` command: make-dataset, modify-plans, report, plan, plot-pruning, pruned-plans.
 
 Errors a user can fix print one line (``nnunet_lean: error: ...``) and exit with code 2.
 """
@@ -17,6 +17,13 @@ class UserError(Exception):
     """An error whose message tells the user what to change."""
 
 
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     v = int(text)
     if v < 1:
@@ -24,20 +31,33 @@ def _positive_int(text: str) -> int:
     return v
 
 
+DATASETS = {  # kind: (default name, modality, description)
+    "hippocampus": ("LeanHippocampus", "T1", "synthetic hippocampus-like T1 MRI"),
+    "airway": ("LeanAirway", "CT", "synthetic airway-tree-like CT (trachea task)"),
+    "mni": ("LeanMNI", "T1", "MNI152 template, randomly deformed, grey/white matter labels"),
+}
+
+
 def cmd_make_dataset(args: argparse.Namespace) -> None:
-    from nnunet_lean.datasets import hippocampus
+    from nnunet_lean.datasets import airway, hippocampus, mni
     from nnunet_lean.datasets.raw import write_dataset
 
-    labels = hippocampus.LABELS_MULTI if args.multilabel else hippocampus.LABELS_SINGLE
+    name, modality, description = DATASETS[args.kind]
     base = args.seed * 100_000
-
-    def case(i: int):
-        return hippocampus.make_case(base + i, size=args.size, multilabel=args.multilabel)
-
-    folder = write_dataset(args.d, args.name, labels, {"0": "T1"}, case, args.num_train, args.num_test,
-                           spacing=(1.0, 1.0, 1.0), overwrite=args.overwrite,
-                           extra={"description": "nnunet-lean synthetic hippocampus-like T1 MRI",
-                                  "seed": args.seed, "size": args.size})
+    if args.kind == "hippocampus":
+        labels = hippocampus.LABELS_MULTI if args.multilabel else hippocampus.LABELS_SINGLE
+        case, spacing = (lambda i: hippocampus.make_case(base + i, size=args.size or 48,
+                                                         multilabel=args.multilabel)), 1.0
+    elif args.kind == "airway":
+        labels, spacing = airway.LABELS, 1.0
+        case = lambda i: airway.make_case(base + i, size=args.size or 64)
+    else:
+        labels, spacing = mni.LABELS, args.spacing
+        mni.template_folder()  # a missing template fails before anything is written
+        case = lambda i: mni.make_case(base + i, spacing=args.spacing)
+    folder = write_dataset(args.d, args.name or name, labels, {"0": modality}, case, args.num_train,
+                           args.num_test, spacing=(spacing,) * 3, overwrite=args.overwrite,
+                           extra={"description": f"nnunet-lean {description}", "seed": args.seed})
     print(f"wrote {args.num_train} training and {args.num_test} test cases to {folder}")
 
 
@@ -47,7 +67,7 @@ def cmd_modify_plans(args: argparse.Namespace) -> None:
     if args.nf is not None and args.nf < 1:  # WidthChoice reads nf=0 as "the plan's base width"
         raise UserError(f"--nf must be >= 1, got {args.nf}")
     try:
-        choice = WidthChoice(nf=args.nf, scale=args.scale, budget=args.budget)
+        choice = WidthChoice(nf=args.nf, scale=args.scale, budget=args.budget, base=args.base)
     except ValueError as e:
         raise UserError(str(e)) from None
     path, changes = modify_plans(str(args.d), args.p, choice, args.o, args.c, args.overwrite, args.dry_run)
@@ -102,17 +122,31 @@ def cmd_pruned_plans(args: argparse.Namespace) -> None:
           f"nnUNetv2_train {args.d} CONFIGURATION FOLD -p {args.o}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from nnunet_lean import compare
+
+    results, meta = compare.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device,
+                                   args.step_repeats, args.predict_repeats)
+    out = args.o or f"report_{meta['dataset']}_{args.p}_{args.c}"
+    text, json_path = compare.write(results, meta, out)
+    print(text)
+    print(f"\nwrote {out}.md and {json_path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnunet_lean", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("make-dataset", help="write a synthetic hippocampus-like dataset to nnUNet_raw")
+    m = sub.add_parser("make-dataset", help="write a synthetic or template-based dataset to nnUNet_raw")
     m.add_argument("-d", type=int, required=True, help="dataset id (1..999)")
-    m.add_argument("--name", default="LeanHippocampus")
+    m.add_argument("--kind", choices=sorted(DATASETS), default="hippocampus")
+    m.add_argument("--name", default=None, help="dataset name (default by kind: LeanHippocampus, ...)")
     m.add_argument("-n", "--num-train", type=int, default=20)
     m.add_argument("--num-test", type=int, default=4)
-    m.add_argument("--size", type=_positive_int, default=48, help="edge length in voxels (1 mm)")
-    m.add_argument("--multilabel", action="store_true", help="label head (1) and body/tail (2)")
+    m.add_argument("--size", type=_positive_int, default=None,
+                   help="edge length in voxels at 1 mm (hippocampus: 48, airway: 64)")
+    m.add_argument("--spacing", type=_positive_float, default=3.0, help="mni: voxel size in mm (template is 1 mm)")
+    m.add_argument("--multilabel", action="store_true", help="hippocampus: label head (1) and body/tail (2)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--overwrite", action="store_true", help="replace a dataset with the same id")
     m.set_defaults(func=cmd_make_dataset)
@@ -126,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nf", type=int, help="constant width per stage (LUnet)")
     g.add_argument("--scale", type=float, help="linear factor on the plan's widths, e.g. 0.5")
     g.add_argument("--budget", type=int, help="largest lean Nf within this many parameters")
+    g.add_argument("--base", type=int, help="nnU-Net's doubling from this width (capped at the plan's widest)")
     mp.add_argument("--overwrite", action="store_true", help="replace an existing target plans file")
     mp.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
     mp.set_defaults(func=cmd_modify_plans)
@@ -142,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", required=True, help="target plans identifier")
     pr.add_argument("--overwrite", action="store_true")
     pr.set_defaults(func=cmd_pruned_plans)
+
+    rp = sub.add_parser("report", help="parameters, FLOPs, memory, step and prediction time: default vs "
+                                        "lean / scaled / pruned, in one process")
+    rp.add_argument("-d", required=True, help="dataset id or name")
+    rp.add_argument("-c", default="3d_fullres")
+    rp.add_argument("-p", default="nnUNetPlans", help="plans whose topology, patch and batch are used")
+    rp.add_argument("-tr", nargs="*", default=[], help="trainers whose networks to compare, e.g. nnUNetTrainerLean")
+    rp.add_argument("--pruned", nargs="*", default=[], help="fold folders of finished (pruning) runs, "
+                                                              "measured at their trained widths")
+    rp.add_argument("--device", default="cpu")
+    rp.add_argument("--step-repeats", type=_positive_int, default=5)
+    rp.add_argument("--predict-repeats", type=_positive_int, default=2)
+    rp.add_argument("-o", default=None, help="output prefix for .md and .json (default: ./report_...)")
+    rp.set_defaults(func=cmd_report)
 
     pl = sub.add_parser("plan", help="plan (and preprocess) with a lean planner (for editable installs)")
     pl.add_argument("-d", type=int, required=True)

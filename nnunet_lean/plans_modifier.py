@@ -37,6 +37,8 @@ def default_target_name(source: str, choice: WidthChoice) -> str:
         return f"{source}_LeanNf{choice.nf}"
     if choice.scale is not None:
         return f"{source}_Scaled{round(choice.scale * 100)}"
+    if choice.base is not None:
+        return f"{source}_Base{choice.base}"
     return f"{source}_LeanBudget{choice.budget}"
 
 

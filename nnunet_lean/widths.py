@@ -59,21 +59,26 @@ class WidthChoice:
     nf: constant width (LUnet); ``nf=0`` means "the plan's first-stage width".
     scale: linear factor applied to the plan's widths.
     budget: largest lean nf within this many parameters.
+    base: nnU-Net's doubling rule from this first-stage width, capped at the plan's widest stage
+      (the paper's "Unet Nf=4" is base=4 on a 5-stage plan).
     """
     nf: Optional[int] = None
     scale: Optional[float] = None
     budget: Optional[int] = None
+    base: Optional[int] = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("nf", "scale", "budget") if getattr(self, k) is not None]
+        given = [k for k in ("nf", "scale", "budget", "base") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give only one of nf, scale, budget (got {', '.join(given)})")
+            raise ValueError(f"give only one of nf, scale, budget, base (got {', '.join(given)})")
         if self.nf is not None and self.nf < 0:
             raise ValueError(f"Nf must be >= 1, got {self.nf}")
         if self.scale is not None and not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be >= 1 parameter, got {self.budget}")
+        if self.base is not None and self.base < 1:
+            raise ValueError(f"base must be >= 1, got {self.base}")
 
     def describe(self) -> str:
         if self.nf is not None:
@@ -82,6 +87,8 @@ class WidthChoice:
             return f"scaled x{self.scale:g}"
         if self.budget is not None:
             return f"lean within {self.budget} params"
+        if self.base is not None:
+            return f"doubling from {self.base}"
         return "plan widths"
 
 
@@ -97,6 +104,8 @@ def resolve(choice: WidthChoice, plan_widths: Sequence[int],
         if count_params is None:
             raise ValueError("a parameter budget needs a parameter counter")
         return lean(n, largest_lean_nf(count_params, n, choice.budget))
+    if choice.base is not None:
+        return doubling(n, choice.base, max(int(w) for w in plan_widths))
     return [int(w) for w in plan_widths]
 
 

@@ -63,3 +63,45 @@ def test_cli_needs_nnunet_raw(nnunet):
     del env["nnUNet_raw"]
     proc = subprocess.run(["nnunet_lean", "make-dataset", "-d", "602"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "export nnUNet_raw=" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_airway_cases_have_all_five_tree_labels_in_air():
+    from nnunet_lean.datasets import airway
+
+    from scipy import ndimage
+
+    image, label = airway.make_case(0, size=64)
+    assert set(np.unique(label)) == {0, 1, 2, 3, 4, 5}
+    assert np.array_equal(label, airway.make_case(0, size=64)[1])
+    # lumen is air (blurred at its edge), its soft-tissue wall much brighter: the tree is visible
+    fg = label > 0
+    rim = ndimage.binary_dilation(fg, iterations=2) & ~fg
+    assert image[fg].mean() < -850 and image[rim].mean() > image[fg].mean() + 300
+    # left (4) and right (5) bronchi lie on opposite sides of the carina (3)
+    x = lambda k: np.nonzero(label == k)[2].mean()
+    assert (x(4) - x(3)) * (x(5) - x(3)) < 0
+
+
+def test_mni_cases_deform_the_real_template():
+    from nnunet_lean.datasets import mni
+
+    image, label = mni.make_case(0, spacing=4.0)
+    other = mni.make_case(1, spacing=4.0)[1]
+    assert image.shape == mni.template(4.0)[0].shape == (47, 58, 49)
+    counts = np.bincount(label.ravel(), minlength=3)
+    assert counts[1] > 0.1 * label.size and counts[2] > 0.05 * label.size  # a brain's grey and white matter
+    assert image[label == 2].mean() > image[label == 1].mean()  # T1: white matter is brighter
+    assert 0.02 < (label != other).mean() < 0.5  # another random deformation, same anatomy
+
+
+def test_cli_kinds(nnunet):
+    nnunet.run(["nnunet_lean", "make-dataset", "-d", "603", "--kind", "mni", "-n", "2", "--num-test", "0",
+                "--spacing", "6"])
+    meta = json.loads((nnunet.raw / "Dataset603_LeanMNI" / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "grey_matter": 1, "white_matter": 2}
+    img = sitk.ReadImage(str(nnunet.raw / "Dataset603_LeanMNI" / "imagesTr" / "LeanMNI_000_0000.nii.gz"))
+    assert img.GetSpacing() == (6.0, 6.0, 6.0)
+    nnunet.run(["nnunet_lean", "make-dataset", "-d", "604", "--kind", "airway", "-n", "2", "--num-test", "0",
+                "--size", "24"])
+    meta = json.loads((nnunet.raw / "Dataset604_LeanAirway" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT"} and len(meta["labels"]) == 6

@@ -139,3 +139,14 @@ def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp):
     weights = torch.load(scratch, map_location="cpu", weights_only=False)["network_weights"]
     pruned = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in pruned.items()}
+
+
+def test_report_measures_a_pruned_fold_at_its_trained_widths(stamp, tmp_path):
+    from nnunet_lean.reports import checkpoint_parameters, load_checkpoint
+
+    folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
+    stamp.run(["nnunet_lean", "report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1",
+               "--predict-repeats", "1", "-o", str(tmp_path / "r")], ext_trainers=True)
+    default, pruned = load_json(tmp_path / "r.json")["results"]
+    assert pruned["parameters"] == checkpoint_parameters(load_checkpoint(str(folder / "checkpoint_final.pth")))
+    assert pruned["parameters"] < default["parameters"]

@@ -65,12 +65,15 @@ def test_resolve_applies_each_choice_to_plan_widths():
     assert resolve(WidthChoice(nf=0), plan) == [32] * 4  # 0 = the plan's base width
     assert resolve(WidthChoice(nf=8), plan) == [8] * 4
     assert resolve(WidthChoice(scale=0.25), plan) == [8, 16, 32, 64]
+    assert resolve(WidthChoice(base=4), [32, 64, 128, 256, 256]) == [4, 8, 16, 32, 64]  # the paper's Unet Nf=4
+    assert resolve(WidthChoice(base=64), plan) == [64, 128, 256, 256]  # nnU-Net's cap: the plan's widest
     counter = architecture.width_counter(architecture.unet(plan), 1, 2)
     assert resolve(WidthChoice(budget=params(lean(4, 16))), plan, counter) == [16] * 4
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"nf": 4, "scale": 0.5}, "only one of"),
+    ({"base": 0}, "base must be >= 1"),
     ({"nf": -1}, "Nf must be >= 1"),
     ({"scale": 0}, "scale must be > 0"),
     ({"budget": 0}, "budget must be >= 1"),

@@ -1,5 +1,12 @@
-"""Trainers for scripts/bench_prune_overhead.py (found through nnUNet_extTrainer)."""
-from nnunet_lean.pruning.trainer import nnUNetTrainerSTAMP
+"""Trainers for the benchmark and reproduction scripts (found through nnUNet_extTrainer)."""
+import math
+import os
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
+                                         nnUNetTrainerSTAMP)
 from nnunet_lean.training import ScheduleOverrides
 
 
@@ -7,3 +14,43 @@ class nnUNetTrainerSTAMPOverheadBench(ScheduleOverrides, nnUNetTrainerSTAMP):
     """nnU-Net's own epoch (250 training + 50 validation iterations) and STAMP's defaults for a
     pruning step (10 ranking batches, 8 channels), 3 epochs, one pruning step after epoch 1."""
     schedule = {"num_epochs": 3, "prune_start_epoch": 1, "prune_every": 1, "prune_stop_epoch": 2}
+
+
+class BudgetSchedule:
+    """The study's fixed budget: NNUNET_LEAN_BUDGET_EPOCHS x NNUNET_LEAN_BUDGET_ITERS
+    (scripts/reproduce_lunet.py sets both; defaults 30 x 50). Pruning runs prune every epoch from
+    30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = int(os.environ.get("NNUNET_LEAN_BUDGET_EPOCHS", "30"))
+        self.num_iterations_per_epoch = int(os.environ.get("NNUNET_LEAN_BUDGET_ITERS", "50"))
+        self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 5)
+        self.prune_start_epoch = round(0.3 * self.num_epochs)
+        self.prune_stop_epoch = max(self.prune_start_epoch + 1, round(0.85 * self.num_epochs))
+        self.prune_every = 1
+        self.prune_target_channel_fraction = 0.25
+
+    def initialize(self):
+        super().initialize()
+        if hasattr(self, "pruning_state"):
+            total = sum(self.pruning_state["initial_widths"].values())
+            steps = self.prune_stop_epoch - self.prune_start_epoch
+            self.prune_channels_per_step = max(1, math.ceil(0.75 * total / steps))
+
+
+class nnUNetTrainerBudget(BudgetSchedule, nnUNetTrainer):
+    pass
+
+
+class nnUNetTrainerSTAMPBudget(BudgetSchedule, nnUNetTrainerSTAMP):
+    pass
+
+
+class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
+    pass
+
+
+class nnUNetTrainerPruneRandomWidestBudget(BudgetSchedule, nnUNetTrainerPruneRandomWidest):
+    pass

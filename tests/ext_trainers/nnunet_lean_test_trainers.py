@@ -2,6 +2,7 @@
 import json
 import os
 
+import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_lean.pruning.trainer import nnUNetTrainerPruneRandomWidest, nnUNetTrainerSTAMP
@@ -29,7 +30,12 @@ class TinyPruning(ScheduleOverrides):
 
 
 class nnUNetTrainerSTAMPTiny(TinyPruning, nnUNetTrainerSTAMP):
-    pass
+    """Fold f prunes 6 + 2f channels per step, so folds always end at different widths."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.prune_channels_per_step = 6 + 2 * fold
 
 
 class ResumeSchedule(ScheduleOverrides):

@@ -1,0 +1,117 @@
+"""`nnunet_lean report`: the plan's default network against lean / scaled / pruned variants,
+measured in one process (see :mod:`nnunet_lean.measure`), as a markdown table and a JSON file."""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from nnunet_lean import measure
+from nnunet_lean.plans_modifier import PlansError, dataset_folder
+
+
+def _loss(configuration_manager, label_manager):
+    """nnU-Net's default loss: Dice + CE on every deep-supervision output, weights halving."""
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    if label_manager.has_regions:
+        raise PlansError("region-based plans are not supported by the report: use a label-based dataset")
+    n = len(configuration_manager.pool_op_kernel_sizes) - 1
+    weights = np.array([1 / 2 ** i for i in range(n)])
+    weights[-1] = 0
+    base = DC_and_CE_loss({"batch_dice": configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
+                           "ddp": False}, {}, weight_ce=1, weight_dice=1, ignore_label=label_manager.ignore_label,
+                          dice_class=MemoryEfficientSoftDiceLoss)
+    return DeepSupervisionWrapper(base, weights / weights.sum())
+
+
+def _candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tuple[str, type, Optional[dict]]]:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    def find(name: str) -> type:
+        try:
+            return recursive_find_trainer_class_by_name(name)
+        except RuntimeError:
+            raise PlansError(f"trainer {name!r} not found by nnU-Net: check -tr (or nnUNet_extTrainer)") from None
+
+    out = [("nnU-Net default (nnUNetTrainer)", nnUNetTrainer, None)]
+    for name in trainers:
+        out.append((name, find(name), None))
+    for fold in pruned_folds:
+        ckpt = os.path.join(fold, "checkpoint_final.pth")
+        if not os.path.isfile(ckpt):
+            raise PlansError(f"no checkpoint_final.pth in {fold}: give the fold_X folder of a finished run")
+        trainer = os.path.basename(os.path.dirname(os.path.abspath(fold))).split("__")[0]
+        cls = find(trainer)
+        weights = torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"]
+        out.append((f"{trainer} {os.path.basename(os.path.normpath(fold))} (as trained)", cls, weights))
+    return out
+
+
+def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str] = (),
+           pruned_folds: Sequence[str] = (), device: str = "cpu", step_repeats: int = 5,
+           predict_repeats: int = 2) -> Tuple[List[measure.Measurement], dict]:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = dataset_folder(dataset)
+    plans_path = os.path.join(folder, plans + ".json")
+    if not os.path.isfile(plans_path):
+        raise PlansError(f"no plans {plans!r} in {folder}: check -p")
+    with open(plans_path) as f:
+        pm = PlansManager(json.load(f))
+    if configuration not in pm.available_configurations:
+        raise PlansError(f"configuration {configuration!r} not in {plans} "
+                         f"(has: {', '.join(pm.available_configurations)})")
+    with open(os.path.join(folder, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    cm = pm.get_configuration(configuration)
+    lm = pm.get_label_manager(dataset_json)
+    in_ch = determine_num_input_channels(pm, cm, dataset_json)
+    out_ch = lm.num_segmentation_heads
+    dev = torch.device(device)
+    loss = _loss(cm, lm)
+    case_shape = [int(round(v)) for v in cm.configuration["median_image_size_in_voxels"]]
+
+    def predictor(net):
+        p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                            perform_everything_on_device=dev.type == "cuda", device=dev, allow_tqdm=False)
+        p.manual_initialization(net, pm, cm, None, dataset_json, "nnUNetTrainer", None)
+        return p
+
+    results = []
+    for label, cls, weights in _candidates(trainers, pruned_folds):
+        def build(ds: bool, cls=cls, weights=weights):
+            net = cls.build_network_architecture(pm, cm, in_ch, out_ch, enable_deep_supervision=ds)
+            if weights is not None:
+                net.load_state_dict(weights)
+            return net
+        results.append(measure.measure(label, build, loss, predictor, list(cm.patch_size), cm.batch_size,
+                                       case_shape, in_ch, out_ch, dev, step_repeats, predict_repeats))
+    meta = {"dataset": os.path.basename(folder), "plans": plans, "configuration": configuration,
+            "patch_size": list(cm.patch_size), "batch_size": cm.batch_size, "case_shape": case_shape,
+            "device": device, "torch_threads": torch.get_num_threads(), "mirroring": False,
+            "step_repeats": step_repeats, "predict_repeats": predict_repeats}
+    return results, meta
+
+
+def write(results: List[measure.Measurement], meta: dict, out_prefix: str) -> Tuple[str, str]:
+    from nnunet_lean.reports import markdown_table
+    base = results[0]
+    table = markdown_table([r.as_row(base) for r in results])
+    header = (f"{meta['dataset']} / {meta['plans']} / {meta['configuration']}: patch {meta['patch_size']}, "
+              f"batch {meta['batch_size']}, case {meta['case_shape']}, {meta['device']} "
+              f"({meta['torch_threads']} threads), prediction without mirroring; ratios are to the first row")
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+    with open(out_prefix + ".md", "w") as f:
+        f.write(header + "\n\n" + table + "\n")
+    with open(out_prefix + ".json", "w") as f:
+        json.dump({"meta": meta, "results": [r.as_json(base) for r in results]}, f, indent=1)
+    return header + "\n\n" + table, out_prefix + ".json"

@@ -1,0 +1,146 @@
+"""The LUnet paper's study (Table II / Fig. 4) in a CPU-sized form, through the stock nnU-Net commands.
+
+    python scripts/reproduce_lunet.py [--workdir ~/.cache/nnunet-lean/repro] [--epochs 30 --iters 50]
+
+Hippocampus-like 64^3 data; nnU-Net's 5-stage plan with the paper's widths: Unet Nf=4 (4..64,
+doubling), its linear 75/50/25 % (Nf 3/2/1), LUnet Nf=8 and Nf=4, and on Unet Nf=4 the pruning runs
+STAMP, random@STAMP-block and random@widest, plus STAMP's pruned widths retrained from scratch.
+Every variant is trained on folds 0..2 (three replicates: other training split, other pruning seed)
+with the same budget, then predicts the held-out test cases. Every step is skipped when its result
+exists, so an interrupted study resumes where it stopped. Writes results.json, results.md, pareto.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from nnunet_lean import reports
+
+BIN = Path(sys.executable).parent
+TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
+DATASET = 980
+NAME = "Dataset980_LeanHippocampus"
+
+# variant: (plans, trainer); "{budget}" trainers live in scripts/bench_trainers
+VARIANTS = {
+    "Unet Nf=4 (100 %)": ("UnetNf4", "nnUNetTrainerBudget"),
+    "Unet 75 % (linear)": ("UnetNf4_Scaled75", "nnUNetTrainerBudget"),
+    "Unet 50 % (linear)": ("UnetNf4_Scaled50", "nnUNetTrainerBudget"),
+    "Unet 25 % (linear)": ("UnetNf4_Scaled25", "nnUNetTrainerBudget"),
+    "LUnet Nf=8": ("LUnetNf8", "nnUNetTrainerBudget"),
+    "LUnet Nf=4": ("LUnetNf4", "nnUNetTrainerBudget"),
+    "STAMP": ("UnetNf4", "nnUNetTrainerSTAMPBudget"),
+    "random @ STAMP block": ("UnetNf4", "nnUNetTrainerPruneRandomInSTAMPBlockBudget"),
+    "random @ widest": ("UnetNf4", "nnUNetTrainerPruneRandomWidestBudget"),
+}
+DERIVED_PLANS = [("UnetNf4", "nnUNetPlans", ["--base", "4"]), ("LUnetNf8", "nnUNetPlans", ["--nf", "8"]),
+                 ("LUnetNf4", "nnUNetPlans", ["--nf", "4"])] + \
+                [(f"UnetNf4_Scaled{p}", "UnetNf4", ["--scale", str(p / 100)]) for p in (75, 50, 25)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/repro"))
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--num-train", type=int, default=40)
+    ap.add_argument("--num-test", type=int, default=10)
+    args = ap.parse_args()
+    work = Path(args.workdir).expanduser().resolve()
+    env = reports.nnunet_environment(str(work), str(BIN))
+    budget = {"NNUNET_LEAN_BUDGET_EPOCHS": str(args.epochs), "NNUNET_LEAN_BUDGET_ITERS": str(args.iters)}
+    train_env = dict(reports.nnunet_environment(str(work), str(BIN), training=True), **budget,
+                     nnUNet_extTrainer=str(TRAINERS))
+    pred_env = dict(env, nnUNet_extTrainer=str(TRAINERS))
+    step = reports.run_steps(str(work / "logs"), env)
+    raw, pre, res = work / "raw" / NAME, work / "preprocessed" / NAME, work / "results" / NAME
+    d = str(DATASET)
+
+    if not (raw / "dataset.json").exists():
+        step("dataset", ["nnunet_lean", "make-dataset", "-d", d, "-n", str(args.num_train),
+                         "--num-test", str(args.num_test), "--size", str(args.size)])
+    if not (pre / "nnUNetPlans_3d_fullres").exists():
+        step("plan", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+    for target, source, how in DERIVED_PLANS:
+        if not (pre / f"{target}.json").exists():
+            step(f"plans_{target}", ["nnunet_lean", "modify-plans", "-d", d, "-p", source, "-o", target,
+                                     "-c", "3d_fullres", *how])
+
+    def run(label: str, plans: str, trainer: str, fold: int) -> dict:
+        fold_dir = res / f"{trainer}__{plans}__3d_fullres" / f"fold_{fold}"
+        tag = f"{trainer}_{plans}_f{fold}"
+        if not (fold_dir / "checkpoint_final.pth").exists():
+            step(f"train_{tag}", ["nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
+                                  "-device", "cpu"], train_env)
+        pred = work / "predictions" / tag
+        if not (pred / "summary.json").exists():
+            step(f"predict_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
+                                    "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
+                                    "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"], pred_env)
+            step(f"evaluate_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
+                                     "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
+                                     "-np", "1"])
+        ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
+        return {"variant": label, "fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
+                "parameters": reports.checkpoint_parameters(ckpt),
+                "dice": reports.foreground_dice(str(pred / "summary.json"))}
+
+    runs = []
+    for fold in args.folds:
+        for label, (plans, trainer) in VARIANTS.items():
+            runs.append(run(label, plans, trainer, fold))
+        stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)
+        scratch = f"UnetNf4_STAMPf{fold}"
+        if not (pre / f"{scratch}.json").exists():
+            step(f"plans_{scratch}", ["nnunet_lean", "pruned-plans", "-d", d, stamp["fold_dir"], "-o", scratch])
+        runs.append(run("STAMP widths, retrained from scratch", scratch, "nnUNetTrainerBudget", fold))
+        summarise(runs, work, args)
+    return 0
+
+
+def summarise(runs: list, work: Path, args) -> None:
+    by: dict = {}
+    for r in runs:
+        by.setdefault(r["variant"], []).append(r)
+    rows = []
+    for variant, rs in by.items():
+        dice = [r["dice"] for r in rs]
+        rows.append({"variant": variant, "runs": len(rs),
+                     "parameters (median)": f"{int(statistics.median(r['parameters'] for r in rs)):,}",
+                     "test Dice median": f"{statistics.median(dice):.3f}",
+                     "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}"})
+    header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
+              f"budget {args.epochs} epochs x {args.iters} iterations per run, folds {args.folds}")
+    (work / "results.md").write_text(header + "\n\n" + reports.markdown_table(rows) + "\n")
+    (work / "results.json").write_text(json.dumps({"budget": vars(args), "runs": runs}, indent=1))
+    pareto(by, work / "pareto.png", header)
+    print(header + "\n\n" + reports.markdown_table(rows), flush=True)
+
+
+def pareto(by: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for variant, rs in by.items():
+            p = statistics.median(r["parameters"] for r in rs)
+            dice = [r["dice"] for r in rs]
+            med = statistics.median(dice)
+            ax.errorbar([p], [med], yerr=[[med - min(dice)], [max(dice) - med]], fmt="o", capsize=3, label=variant)
+        ax.set(xscale="log", xlabel="parameters", ylabel="test Dice (median, min-max)", title=title)
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
