@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from nnunet_lean import measure
-from nnunet_lean.plans_modifier import PlansError, dataset_folder
+from nnunet_lean.plans_modifier import PlansError, load_plans
 
 
 def _loss(configuration_manager, label_manager):
@@ -61,17 +61,11 @@ def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str]
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    folder = dataset_folder(dataset)
-    plans_path = os.path.join(folder, plans + ".json")
-    if not os.path.isfile(plans_path):
-        raise PlansError(f"no plans {plans!r} in {folder}: check -p")
-    with open(plans_path) as f:
-        pm = PlansManager(json.load(f))
+    folder, plans_dict, dataset_json = load_plans(dataset, plans)
+    pm = PlansManager(plans_dict)
     if configuration not in pm.available_configurations:
         raise PlansError(f"configuration {configuration!r} not in {plans} "
                          f"(has: {', '.join(pm.available_configurations)})")
-    with open(os.path.join(folder, "dataset.json")) as f:
-        dataset_json = json.load(f)
     cm = pm.get_configuration(configuration)
     lm = pm.get_label_manager(dataset_json)
     in_ch = determine_num_input_channels(pm, cm, dataset_json)

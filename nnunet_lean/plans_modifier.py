@@ -8,11 +8,11 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from nnunet_lean import architecture
+from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.widths import WidthChoice
 
 
@@ -63,6 +63,17 @@ def _load_json(path: str) -> dict:
         return json.load(f)
 
 
+def load_plans(dataset: str, name: str) -> Tuple[str, dict, dict]:
+    """(preprocessed folder, plans ``name``, dataset.json) of a dataset given by id or name."""
+    folder = dataset_folder(dataset)
+    path = os.path.join(folder, name + ".json")
+    if not os.path.isfile(path):
+        have = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json") and f not in _NOT_PLANS)
+        raise PlansError(f"no plans {name!r} in {folder} (found: {', '.join(have) or 'none'}): "
+                         f"check -p or run nnUNetv2_plan_experiment")
+    return folder, _load_json(path), _load_json(os.path.join(folder, "dataset.json"))
+
+
 def _open_plans(dataset: str, source: str, target: str, configurations: Optional[Sequence[str]],
                 overwrite: bool) -> Tuple[dict, dict, List[str], str]:
     """Validate a derivation request; returns (source plans, dataset.json, configurations, target path)."""
@@ -72,18 +83,11 @@ def _open_plans(dataset: str, source: str, target: str, configurations: Optional
         raise PlansError(f"plans name {target!r} is not a plain file name: rename it")
     if target == source:
         raise PlansError("the target plans name equals the source: give another -o")
-    folder = dataset_folder(dataset)
-    src_path = os.path.join(folder, source + ".json")
-    if not os.path.isfile(src_path):
-        have = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json") and f not in _NOT_PLANS)
-        raise PlansError(f"no plans {source!r} in {folder} (found: {', '.join(have) or 'none'}): "
-                         f"check -p or run nnUNetv2_plan_experiment")
+    folder, plans, dataset_json = load_plans(dataset, source)
     dst_path = os.path.join(folder, target + ".json")
     if os.path.exists(dst_path) and not overwrite:
         raise PlansError(f"{dst_path} exists: pass --overwrite or choose another -o")
 
-    plans = _load_json(src_path)
-    dataset_json = _load_json(os.path.join(folder, "dataset.json"))
     own = [c for c, v in plans["configurations"].items() if "architecture" in v]
     chosen = list(configurations) if configurations else own
     for c in chosen:
@@ -121,20 +125,8 @@ def modify_plans(dataset: str, source: str, choice: WidthChoice, target: Optiona
                                     architecture.count_parameters(arch, num_in, num_out),
                                     architecture.count_parameters(new_arch, num_in, num_out)))
     if not dry_run:
-        _write_json_atomically(new, dst_path)
+        write_json_atomically(new, dst_path)
     return dst_path, changes
-
-
-def _write_json_atomically(obj: dict, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def format_changes(changes: Sequence[ConfigChange]) -> str:
@@ -153,6 +145,7 @@ def pruned_plans(dataset: str, fold_dir: str, target: str, overwrite: bool = Fal
     them with the stock trainer. Source plans and configuration are read from the fold's run."""
     import torch
 
+    from nnunet_lean.pruning.network import unit_widths_of
     from nnunet_lean.pruning.trainer import prunable_architecture
 
     ckpt_path = os.path.join(fold_dir, "checkpoint_final.pth")
@@ -167,11 +160,11 @@ def pruned_plans(dataset: str, fold_dir: str, target: str, overwrite: bool = Fal
     arch = prunable_architecture(plans["configurations"][config]["architecture"])
     with torch.device("meta"):
         net = architecture.build(arch, 1, 1, allow_init=False)
-    unit_widths = {n: int(weights[f"{u.path}.conv.weight"].shape[0]) for n, u in net.units.items()}
+    unit_widths = unit_widths_of(weights, net.units.values())
     arch["arch_kwargs"] = dict(arch["arch_kwargs"], unit_widths=unit_widths)
     new = copy.deepcopy(plans)
     new["plans_name"] = target
     new["configurations"] = {config: dict(plans["configurations"][config], architecture=arch)}
-    _write_json_atomically(new, dst_path)
+    write_json_atomically(new, dst_path)
     return dst_path, sum(unit_widths.values())
 

@@ -78,10 +78,14 @@ def checkpoint_parameters(checkpoint: dict) -> int:
     return total
 
 
-def median_epoch_seconds(checkpoint: dict) -> float:
+def epoch_seconds(checkpoint: dict) -> List[float]:
+    """Duration of every epoch, from nnU-Net's own logging in the checkpoint."""
     log = checkpoint["logging"]
-    durations = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
-    return statistics.median(durations)
+    return [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
+
+
+def median_epoch_seconds(checkpoint: dict) -> float:
+    return statistics.median(epoch_seconds(checkpoint))
 
 
 def foreground_dice(summary_json: str) -> float:

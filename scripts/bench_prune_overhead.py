@@ -44,8 +44,7 @@ def main() -> int:
 
     fold = work / "results" / "Dataset991_LeanHippocampus" / f"{TRAINER}__{args.plans}__3d_fullres" / "fold_0"
     ckpt = reports.load_checkpoint(str(fold / "checkpoint_final.pth"))
-    log = ckpt["logging"]
-    epochs = [e - s for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
+    epochs = reports.epoch_seconds(ckpt)
     history = json.loads((fold / "pruning_history.json").read_text())
     prune = history["steps"][0]
     plain = statistics.median([epochs[0], epochs[2]])

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_lean import architecture
+from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.training import QuickSchedule, ScheduleOverrides
 from nnunet_lean.pruning import ranking
 from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
@@ -34,13 +35,6 @@ PLAIN_UNETS = ("dynamic_network_architectures.architectures.unet.PlainConvUNet",
 HISTORY_FILE = "pruning_history.json"
 STATE_SUFFIX = ".pruning.json"  # beside each checkpoint: what resuming needs besides weights
 PLOT_FILE = "pruning.png"
-
-
-def write_json_atomically(obj: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def prunable_architecture(arch: dict) -> dict:
@@ -111,7 +105,7 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
         if self.local_rank == 0 and not self.disable_checkpointing:
-            write_json_atomically(self.pruning_state, filename + STATE_SUFFIX)
+            write_json_atomically(self.pruning_state, filename + STATE_SUFFIX, indent=1)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """Reshape to the checkpoint's widths and restore the pruning state before nnU-Net loads
@@ -201,7 +195,7 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
     def write_history(self) -> None:
         if self.local_rank == 0:
             st = {k: v for k, v in self.pruning_state.items() if k != "rng"}
-            write_json_atomically(st, os.path.join(self.output_folder, HISTORY_FILE))
+            write_json_atomically(st, os.path.join(self.output_folder, HISTORY_FILE), indent=1)
 
     def on_train_end(self):
         super().on_train_end()  # removes checkpoint_latest.pth: its sidecar goes too
