@@ -10,7 +10,7 @@ import torch
 
 from conftest import HIPPO_ID, fold_dir, load_json
 
-MIN_DICE = 0.5  # all-background scores 0; 100 CPU steps reach ~0.8 here
+MIN_DICE = 0.5  # all-background scores 0; 150 CPU steps reach ~0.85 here
 
 
 def train(nnunet, trainer, plans, config):

@@ -2,7 +2,7 @@
 predict them together, ensemble, evaluate; resume a killed run; retrain pruned widths from scratch.
 
 All on the stock nnUNetPlans of dataset 501 (widths 32..256), tiny schedules from tests/ext_trainers:
-4 epochs x 25 iterations, 6 channels pruned after epochs 1 and 2.
+6 epochs x 25 iterations, 6 channels pruned after epochs 1 and 2.
 """
 import pytest
 import torch

@@ -8,7 +8,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_lean.pruning.trainer import nnUNetTrainerPruneRandomWidest, nnUNetTrainerSTAMP
 from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
 
-TINY = {"num_epochs": 4, "num_iterations_per_epoch": 25, "num_val_iterations_per_epoch": 3}
+# 150 steps: at 100, SGD at nnU-Net's lr sometimes had not left the all-background start yet
+TINY = {"num_epochs": 6, "num_iterations_per_epoch": 25, "num_val_iterations_per_epoch": 3}
 
 
 class TinySchedule(ScheduleOverrides):
@@ -24,8 +25,8 @@ class nnUNetTrainerLeanTiny(TinySchedule, nnUNetTrainerLean):
 
 
 class TinyPruning(ScheduleOverrides):
-    """4 epochs x 25 iterations; prune 6 channels after epochs 1 and 2."""
-    schedule = dict(TINY, prune_start_epoch=1, prune_every=1, prune_stop_epoch=None,
+    """6 epochs x 25 iterations; prune 6 channels after epochs 1 and 2."""
+    schedule = dict(TINY, prune_start_epoch=1, prune_every=1, prune_stop_epoch=3,
                     prune_channels_per_step=6, importance_batches=2)
 
 
