@@ -1,4 +1,5 @@
-"""Parameter counts of the LUnet paper's configurations and of nnU-Net's 6-stage 3d topology.
+"""Parameter counts of the LUnet paper's configurations and of nnU-Net's 6-stage 3d topology,
+and the forward-FLOPs share of the full-resolution blocks.
 
 python scripts/param_counts.py   (prints a markdown table; nothing is trained)
 """
@@ -30,6 +31,13 @@ def main() -> None:
     d = architecture.count_parameters(architecture.unet(doubling(6, 32, 320)), 1, 2)
     l32 = architecture.count_parameters(architecture.unet(lean(6, 32)), 1, 2)
     print(f"\nnnU-Net default / LUnet Nf=32 on the 6-stage 3d topology: {d / l32:.1f}x fewer parameters")
+    import torch
+    from nnunet_lean.measure import forward_gflops
+    cpu = torch.device("cpu")
+    (gd, share), (gl, _) = (forward_gflops(architecture.build(architecture.unet(w), 1, 2), [32] * 3, 1, cpu)
+                            for w in (doubling(5, 32, 320), lean(5, 32)))
+    print(f"5-stage 3d at 32^3: full-resolution blocks hold {100 * share:.0f} % of the default's forward FLOPs; "
+          f"LUnet Nf=32 needs {gl / gd:.2f}x the default's FLOPs")
 
 
 if __name__ == "__main__":
