@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pruned", nargs="*", default=[], help="fold folders of finished (pruning) runs, "
                                                               "measured at their trained widths")
     rp.add_argument("--device", default="cpu")
-    rp.add_argument("--step-repeats", type=_positive_int, default=5)
-    rp.add_argument("--predict-repeats", type=_positive_int, default=2)
+    rp.add_argument("--step-repeats", type=_positive_int, default=7)
+    rp.add_argument("--predict-repeats", type=_positive_int, default=3)
     rp.add_argument("-o", default=None, help="output prefix for .md and .json (default: ./report_...)")
     rp.set_defaults(func=cmd_report)
 

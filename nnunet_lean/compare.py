@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,7 +31,7 @@ def _loss(configuration_manager, label_manager):
     return DeepSupervisionWrapper(base, weights / weights.sum())
 
 
-def _candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tuple[str, type, Optional[dict]]]:
+def candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tuple[str, type, Optional[dict]]]:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
@@ -54,10 +55,29 @@ def _candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tu
     return out
 
 
-def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str] = (),
-           pruned_folds: Sequence[str] = (), device: str = "cpu", step_repeats: int = 5,
-           predict_repeats: int = 2) -> Tuple[List[measure.Measurement], dict]:
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+@dataclass
+class Setting:
+    """What a network is measured on: the plans' configuration, its patch, batch and loss."""
+    plans_manager: object
+    configuration_manager: object
+    dataset_json: dict
+    folder: str
+    in_ch: int
+    out_ch: int
+    loss: torch.nn.Module
+    patch: List[int]
+    batch: int
+    case_shape: List[int]
+
+    def build(self, cls: type, deep_supervision: bool, weights: Optional[dict] = None) -> torch.nn.Module:
+        net = cls.build_network_architecture(self.plans_manager, self.configuration_manager, self.in_ch,
+                                             self.out_ch, enable_deep_supervision=deep_supervision)
+        if weights is not None:
+            net.load_state_dict(weights)
+        return net
+
+
+def setting(dataset: str, configuration: str, plans: str) -> Setting:
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -68,29 +88,32 @@ def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str]
                          f"(has: {', '.join(pm.available_configurations)})")
     cm = pm.get_configuration(configuration)
     lm = pm.get_label_manager(dataset_json)
-    in_ch = determine_num_input_channels(pm, cm, dataset_json)
-    out_ch = lm.num_segmentation_heads
+    return Setting(pm, cm, dataset_json, folder, determine_num_input_channels(pm, cm, dataset_json),
+                   lm.num_segmentation_heads, _loss(cm, lm), list(cm.patch_size), cm.batch_size,
+                   [int(round(v)) for v in cm.configuration["median_image_size_in_voxels"]])
+
+
+def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str] = (),
+           pruned_folds: Sequence[str] = (), device: str = "cpu", step_repeats: int = 5,
+           predict_repeats: int = 2) -> Tuple[List[measure.Measurement], dict]:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    st = setting(dataset, configuration, plans)
     dev = torch.device(device)
-    loss = _loss(cm, lm)
-    case_shape = [int(round(v)) for v in cm.configuration["median_image_size_in_voxels"]]
 
     def predictor(net):
         p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                             perform_everything_on_device=dev.type == "cuda", device=dev, allow_tqdm=False)
-        p.manual_initialization(net, pm, cm, None, dataset_json, "nnUNetTrainer", None)
+        p.manual_initialization(net, st.plans_manager, st.configuration_manager, None, st.dataset_json,
+                                "nnUNetTrainer", None)
         return p
 
-    results = []
-    for label, cls, weights in _candidates(trainers, pruned_folds):
-        def build(ds: bool, cls=cls, weights=weights):
-            net = cls.build_network_architecture(pm, cm, in_ch, out_ch, enable_deep_supervision=ds)
-            if weights is not None:
-                net.load_state_dict(weights)
-            return net
-        results.append(measure.measure(label, build, loss, predictor, list(cm.patch_size), cm.batch_size,
-                                       case_shape, in_ch, out_ch, dev, step_repeats, predict_repeats))
-    meta = {"dataset": os.path.basename(folder), "plans": plans, "configuration": configuration,
-            "patch_size": list(cm.patch_size), "batch_size": cm.batch_size, "case_shape": case_shape,
+    builds = [(label, lambda ds, cls=cls, weights=weights: st.build(cls, ds, weights))
+              for label, cls, weights in candidates(trainers, pruned_folds)]
+    results = measure.measure(builds, st.loss, predictor, st.patch, st.batch, st.case_shape, st.in_ch, st.out_ch,
+                              dev, step_repeats, predict_repeats)
+    meta = {"dataset": os.path.basename(st.folder), "plans": plans, "configuration": configuration,
+            "patch_size": st.patch, "batch_size": st.batch, "case_shape": st.case_shape,
             "device": device, "torch_threads": torch.get_num_threads(), "mirroring": False,
             "step_repeats": step_repeats, "predict_repeats": predict_repeats}
     return results, meta

@@ -5,15 +5,12 @@ time of nnU-Net's sliding-window prediction of one case of the plan's median ima
 """
 from __future__ import annotations
 
-import ctypes
 import functools
-import gc
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -49,51 +46,31 @@ class Measurement:
         return d
 
 
-@functools.lru_cache(maxsize=1)
-def _return_freed_memory_to_the_os() -> None:
-    """glibc keeps freed heap memory for reuse, which would hide a step's activations from the
-    resident-size high-water mark: serve every allocation of 64 KiB or more by mmap (unmapped
-    on free), with a fixed threshold."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+def peak_tensor_mb(fn: Callable[[], None], device: torch.device) -> float:
+    """Peak of the memory held by live tensors while ``fn`` runs (parameters, gradients, optimizer
+    state, activations, temporaries). CUDA: the allocator's peak. CPU: the peak of torch's profiler
+    memory timeline, which records every tensor allocation and free (the process's resident size
+    would add the allocator's and oneDNN's caches and hide what the network itself needs)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
 
-
-class PeakMemory:
-    """Peak memory of a block: CUDA's allocator peak, or on CPU the process's resident high-water
-    mark (VmHWM, reset through /proc/self/clear_refs) above the resident size before the block."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.mb = device, float("nan")
-
-    @staticmethod
-    def _status_kb(field: str) -> int:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            _return_freed_memory_to_the_os()
-            gc.collect()
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets VmHWM to the current RSS
-            self._base = self._status_kb("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = self._status_kb("VmHWM") * 1024
-        self.mb = (peak - self._base) / 2 ** 20
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        fn()
+    live = peak = 0
+    for _, action, _, size in sorted(prof._memory_profile().timeline, key=lambda r: r[0]):
+        if action in (Action.PREEXISTING, Action.CREATE):
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak / 2 ** 20
 
 
 def _sync(device: torch.device) -> None:
@@ -122,58 +99,64 @@ def ds_targets(outputs, num_classes: int, rng: torch.Generator) -> list:
             for o in outputs]
 
 
-def train_step_stats(net: nn.Module, loss: nn.Module, patch: List[int], batch: int, in_ch: int,
-                     num_classes: int, device: torch.device, repeats: int) -> tuple:
-    if device.type == "cpu":
-        _return_freed_memory_to_the_os()
+def train_step(net: nn.Module, loss: nn.Module, patch: List[int], batch: int, in_ch: int, num_classes: int,
+               device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+               ) -> Callable[[], None]:
+    """One SGD step of nnU-Net's loss on a fixed random batch, warmed up once (allocator, threads,
+    optimizer state)."""
     net.train()
+    net.to(memory_format=memory_format)
     opt = torch.optim.SGD(net.parameters(), 1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
     rng = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, in_ch, *patch, generator=rng).to(device)
+    x = torch.randn(batch, in_ch, *patch, generator=rng).to(device, memory_format=memory_format)
     targets = ds_targets(net(x), num_classes, rng)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        out = net(x)
-        loss(out, targets).backward()
+        loss(net(x), targets).backward()
         opt.step()
 
-    step()  # warm-up: allocator, threads, optimizer state
-    with PeakMemory(device) as mem:
-        step()
-    times = []
+    step()
+    return step
+
+
+def round_robin_seconds(calls: Sequence[Callable[[], object]], repeats: int,
+                        device: torch.device) -> List[float]:
+    """Median seconds of each call, timed in turns (a, b, c, a, b, c, ...): a drift of the machine
+    (frequency, other load, heap growth) then reaches every candidate alike, not the first one."""
+    times: List[List[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return mem.mb, statistics.median(times)
+        for i, call in enumerate(calls):
+            _sync(device)
+            t = time.perf_counter()
+            call()
+            _sync(device)
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
-def predict_case_s(predictor_factory: Callable[[nn.Module], object], net: nn.Module, case_shape: List[int],
-                   in_ch: int, repeats: int) -> float:
-    predictor = predictor_factory(net)
-    image = torch.randn(in_ch, *case_shape, generator=torch.Generator().manual_seed(1))
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        predictor.predict_sliding_window_return_logits(image)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])  # the first call warms up
-
-
-def measure(label: str, build: Callable[[bool], nn.Module], loss: nn.Module,
+def measure(candidates: Sequence[Tuple[str, Callable[[bool], nn.Module]]], loss: nn.Module,
             predictor_factory: Callable[[nn.Module], object], patch: List[int], batch: int,
             case_shape: List[int], in_ch: int, num_classes: int, device: torch.device,
-            step_repeats: int = 5, predict_repeats: int = 2) -> Measurement:
-    """``build(deep_supervision)`` returns the network (weights loaded if any)."""
-    torch.manual_seed(0)
-    net = build(True).to(device)
-    params = sum(p.numel() for p in net.parameters())
-    gflops, full_res_share = forward_gflops(net, patch, in_ch, device)
-    peak, step_s = train_step_stats(net, loss, patch, batch, in_ch, num_classes, device, step_repeats)
-    del net
-    pred_net = build(False).to(device)
-    pred_s = predict_case_s(predictor_factory, pred_net, case_shape, in_ch, predict_repeats)
-    return Measurement(label, params, gflops, peak, step_s, pred_s, full_res_share)
+            step_repeats: int = 5, predict_repeats: int = 2) -> List[Measurement]:
+    """Measure (label, ``build(deep_supervision)``) candidates; ``build`` returns the network with its
+    weights loaded, if any. Times are taken in turns across the candidates."""
+    static, steps, predicts = [], [], []
+    image = torch.randn(in_ch, *case_shape, generator=torch.Generator().manual_seed(1))
+    for label, build in candidates:
+        torch.manual_seed(0)
+        net = build(True).to(device)
+        gflops, full_res_share = forward_gflops(net, patch, in_ch, device)
+        step = train_step(net, loss, patch, batch, in_ch, num_classes, device)
+        static.append((label, sum(p.numel() for p in net.parameters()), gflops, peak_tensor_mb(step, device),
+                       full_res_share))
+        steps.append(step)
+        predictor = predictor_factory(build(False).to(device))
+        predict = functools.partial(predictor.predict_sliding_window_return_logits, image)
+        predict()  # warm-up
+        predicts.append(predict)
+    step_s = round_robin_seconds(steps, step_repeats, device)
+    del steps
+    predict_s = round_robin_seconds(predicts, predict_repeats, device)
+    return [Measurement(label, params, gflops, peak, s, p, share)
+            for (label, params, gflops, peak, share), s, p in zip(static, step_s, predict_s)]

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from nnunet_lean import reports
+from nnunet_lean.study import Study
 
 BIN = Path(sys.executable).parent
 TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
@@ -52,55 +53,28 @@ def main() -> int:
     ap.add_argument("--num-train", type=int, default=40)
     ap.add_argument("--num-test", type=int, default=10)
     args = ap.parse_args()
-    work = Path(args.workdir).expanduser().resolve()
-    env = reports.nnunet_environment(str(work), str(BIN))
-    budget = {"NNUNET_LEAN_BUDGET_EPOCHS": str(args.epochs), "NNUNET_LEAN_BUDGET_ITERS": str(args.iters)}
-    train_env = dict(reports.nnunet_environment(str(work), str(BIN), training=True), **budget,
-                     nnUNet_extTrainer=str(TRAINERS))
-    pred_env = dict(env, nnUNet_extTrainer=str(TRAINERS))
-    step = reports.run_steps(str(work / "logs"), env)
-    raw, pre, res = work / "raw" / NAME, work / "preprocessed" / NAME, work / "results" / NAME
-    d = str(DATASET)
-
-    if not (raw / "dataset.json").exists():
-        step("dataset", ["nnunet_lean", "make-dataset", "-d", d, "-n", str(args.num_train),
-                         "--num-test", str(args.num_test), "--size", str(args.size)])
-    if not (pre / "nnUNetPlans_3d_fullres").exists():
-        step("plan", ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+    study = Study(args.workdir, str(BIN), str(TRAINERS),
+                  {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test")})
+    study.prepare(DATASET, NAME, ["-n", str(args.num_train), "--num-test", str(args.num_test),
+                                  "--size", str(args.size)])
+    pre = study.folders(NAME)[1]
     for target, source, how in DERIVED_PLANS:
         if not (pre / f"{target}.json").exists():
-            step(f"plans_{target}", ["nnunet_lean", "modify-plans", "-d", d, "-p", source, "-o", target,
-                                     "-c", "3d_fullres", *how])
-
-    def run(label: str, plans: str, trainer: str, fold: int) -> dict:
-        fold_dir = res / f"{trainer}__{plans}__3d_fullres" / f"fold_{fold}"
-        tag = f"{trainer}_{plans}_f{fold}"
-        if not (fold_dir / "checkpoint_final.pth").exists():
-            step(f"train_{tag}", ["nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
-                                  "-device", "cpu"], train_env)
-        pred = work / "predictions" / tag
-        if not (pred / "summary.json").exists():
-            step(f"predict_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
-                                    "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
-                                    "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"], pred_env)
-            step(f"evaluate_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
-                                     "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
-                                     "-np", "1"])
-        ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
-        return {"variant": label, "fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
-                "parameters": reports.checkpoint_parameters(ckpt),
-                "dice": reports.foreground_dice(str(pred / "summary.json"))}
+            study.step(f"plans_{target}", ["nnunet_lean", "modify-plans", "-d", str(DATASET), "-p", source,
+                                           "-o", target, "-c", "3d_fullres", *how])
 
     runs = []
     for fold in args.folds:
         for label, (plans, trainer) in VARIANTS.items():
-            runs.append(run(label, plans, trainer, fold))
+            runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
         stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)
         scratch = f"UnetNf4_STAMPf{fold}"
         if not (pre / f"{scratch}.json").exists():
-            step(f"plans_{scratch}", ["nnunet_lean", "pruned-plans", "-d", d, stamp["fold_dir"], "-o", scratch])
-        runs.append(run("STAMP widths, retrained from scratch", scratch, "nnUNetTrainerBudget", fold))
-        summarise(runs, work, args)
+            study.step(f"plans_{scratch}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET), stamp["fold_dir"],
+                                            "-o", scratch])
+        runs.append(dict(variant="STAMP widths, retrained from scratch",
+                         **study.train_and_test(DATASET, NAME, scratch, "nnUNetTrainerBudget", fold)))
+        summarise(runs, study.work, args)
     return 0
 
 

@@ -23,6 +23,10 @@ def test_report_compares_default_lean_and_scaled(hippo, tmp_path):
     for r in data["results"]:
         assert r["train_step_s"] > 0 and r["predict_case_s"] > 0 and r["train_step_peak_mb"] > 0
     assert default["parameters"] == 5_602_950  # what count_parameters gives for these plans (test_widths)
+    # tensor accounting: the default's step holds at least its weights, gradients and momentum (fp32);
+    # halving every width halves every activation, so the peak must drop well below the default's
+    assert default["train_step_peak_mb"] > 3 * 5_602_950 * 4 / 2 ** 20
+    assert half["train_step_peak_mb_ratio"] < 0.75 and lean["train_step_peak_mb_ratio"] < 1
     table = out.with_suffix(".md").read_text()
     assert "| nnUNetTrainerLean |" in table and "step ratio" in table and "| nnUNetTrainerLean |" in proc.stdout
 

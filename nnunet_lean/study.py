@@ -1,0 +1,71 @@
+"""Resumable studies run through the stock nnU-Net commands (scripts/reproduce_lunet.py,
+scripts/compare_lean_default.py): every step is skipped when its result exists, so a study
+interrupted in one session goes on in the next; a study resumes only with the budget it began with."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Sequence
+
+from nnunet_lean import reports
+
+BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
+
+
+class Study:
+    def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object]):
+        self.work = Path(workdir).expanduser().resolve()
+        self._check_budget(budget)
+        ext = {"nnUNet_extTrainer": ext_trainers}
+        self.env = dict(reports.nnunet_environment(str(self.work), bin_dir), **ext)
+        self.train_env = dict(reports.nnunet_environment(str(self.work), bin_dir, training=True), **ext,
+                              **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
+        self.step = reports.run_steps(str(self.work / "logs"), self.env)
+
+    def _check_budget(self, budget: Dict[str, object]) -> None:
+        path = self.work / "budget.json"
+        if path.exists():
+            started = json.loads(path.read_text())
+            if started != budget:
+                sys.exit(f"{self.work} holds a study with budget {started}: rerun with those values "
+                         f"or give another --workdir")
+        else:
+            self.work.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(budget))
+
+    def folders(self, name: str):
+        """raw, preprocessed and results folders of dataset ``name``."""
+        return tuple(self.work / kind / name for kind in ("raw", "preprocessed", "results"))
+
+    def prepare(self, dataset_id: int, name: str, make_dataset_args: Sequence[str]) -> None:
+        raw, pre, _ = self.folders(name)
+        if not (raw / "dataset.json").exists():
+            self.step(f"dataset_{dataset_id}", ["nnunet_lean", "make-dataset", "-d", str(dataset_id),
+                                                *make_dataset_args])
+        if not (pre / "nnUNetPlans_3d_fullres").exists():
+            self.step(f"plan_{dataset_id}", ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id),
+                                             "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+
+    def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
+        """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them."""
+        raw, pre, res = self.folders(name)
+        d = str(dataset_id)
+        fold_dir = res / f"{trainer}__{plans}__3d_fullres" / f"fold_{fold}"
+        tag = f"{trainer}_{plans}_f{fold}"
+        if not (fold_dir / "checkpoint_final.pth").exists():
+            self.step(f"train_{d}_{tag}", ["nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
+                                       "-device", "cpu"], self.train_env)
+        pred = self.work / "predictions" / name / tag
+        if not (pred / "summary.json").exists():
+            self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
+                                         "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
+                                         "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"])
+            self.step(f"evaluate_{d}_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
+                                          "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
+                                          "-np", "1"])
+        ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
+        return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
+                "parameters": reports.checkpoint_parameters(ckpt),
+                "median_epoch_s": reports.median_epoch_seconds(ckpt),
+                "dice": reports.foreground_dice(str(pred / "summary.json"))}

@@ -1,0 +1,19 @@
+"""Resumable studies: a study resumes only with the budget it began with."""
+import json
+
+import pytest
+
+from nnunet_lean.study import Study
+
+BUDGET = {"epochs": 30, "iters": 50, "num_train": 40}
+
+
+def test_study_refuses_a_budget_other_than_the_one_it_began_with(tmp_path):
+    Study(str(tmp_path), "/bin", "/trainers", BUDGET)
+    assert json.loads((tmp_path / "budget.json").read_text()) == BUDGET
+    study = Study(str(tmp_path), "/bin", "/trainers", dict(BUDGET))  # same budget: resumes
+    assert study.train_env["NNUNET_LEAN_BUDGET_EPOCHS"] == "30" and study.train_env["NNUNET_LEAN_BUDGET_ITERS"] == "50"
+    assert study.env["nnUNet_results"] == str(tmp_path / "results")
+    with pytest.raises(SystemExit, match="holds a study with budget .*another --workdir"):
+        Study(str(tmp_path), "/bin", "/trainers", dict(BUDGET, epochs=20))
+    assert json.loads((tmp_path / "budget.json").read_text()) == BUDGET  # left as it was
