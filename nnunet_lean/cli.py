@@ -125,8 +125,9 @@ def cmd_pruned_plans(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from nnunet_lean import compare
 
-    results, meta = compare.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device,
-                                   args.step_repeats, args.predict_repeats)
+    repeats = {k: v for k, v in (("step_repeats", args.step_repeats), ("predict_repeats", args.predict_repeats))
+               if v is not None}  # unset: measure's defaults
+    results, meta = compare.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device, **repeats)
     out = args.o or f"report_{meta['dataset']}_{args.p}_{args.c}"
     text, json_path = compare.write(results, meta, out)
     print(text)
@@ -187,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pruned", nargs="*", default=[], help="fold folders of finished (pruning) runs, "
                                                               "measured at their trained widths")
     rp.add_argument("--device", default="cpu")
-    rp.add_argument("--step-repeats", type=_positive_int, default=7)
-    rp.add_argument("--predict-repeats", type=_positive_int, default=3)
+    rp.add_argument("--step-repeats", type=_positive_int, default=None, help="timed steps per network")
+    rp.add_argument("--predict-repeats", type=_positive_int, default=None,
+                    help="timed predictions per network")
     rp.add_argument("-o", default=None, help="output prefix for .md and .json (default: ./report_...)")
     rp.set_defaults(func=cmd_report)
 

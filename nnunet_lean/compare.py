@@ -94,8 +94,9 @@ def setting(dataset: str, configuration: str, plans: str) -> Setting:
 
 
 def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str] = (),
-           pruned_folds: Sequence[str] = (), device: str = "cpu", step_repeats: int = 5,
-           predict_repeats: int = 2) -> Tuple[List[measure.Measurement], dict]:
+           pruned_folds: Sequence[str] = (), device: str = "cpu",
+           step_repeats: int = measure.STEP_REPEATS, predict_repeats: int = measure.PREDICT_REPEATS
+           ) -> Tuple[List[measure.Measurement], dict]:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     st = setting(dataset, configuration, plans)

@@ -16,6 +16,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+STEP_REPEATS, PREDICT_REPEATS = 7, 3  # timed turns per candidate (the report's defaults)
+
+
 @dataclass
 class Measurement:
     label: str
@@ -138,7 +141,7 @@ def round_robin_seconds(calls: Sequence[Callable[[], object]], repeats: int,
 def measure(candidates: Sequence[Tuple[str, Callable[[bool], nn.Module]]], loss: nn.Module,
             predictor_factory: Callable[[nn.Module], object], patch: List[int], batch: int,
             case_shape: List[int], in_ch: int, num_classes: int, device: torch.device,
-            step_repeats: int = 5, predict_repeats: int = 2) -> List[Measurement]:
+            step_repeats: int = STEP_REPEATS, predict_repeats: int = PREDICT_REPEATS) -> List[Measurement]:
     """Measure (label, ``build(deep_supervision)``) candidates; ``build`` returns the network with its
     weights loaded, if any. Times are taken in turns across the candidates."""
     static, steps, predicts = [], [], []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from nnunet_lean import reports
+from nnunet_lean.jsonio import write_json_atomically
 
 BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
 
@@ -32,7 +33,7 @@ class Study:
                          f"or give another --workdir")
         else:
             self.work.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(budget))
+            write_json_atomically(budget, str(path))
 
     def folders(self, name: str):
         """raw, preprocessed and results folders of dataset ``name``."""

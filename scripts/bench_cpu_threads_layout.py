@@ -1,7 +1,7 @@
 """Does the lean/default training-step ratio on CPU depend on torch's thread count or on the
 memory layout (channels-last)? Both networks are measured in one process, on one plans' setting.
 
-    python scripts/bench_cpu_threads_layout.py -d 991 [-p nnUNetPlans] [-c 3d_fullres] [--repeats 3]
+    python scripts/bench_cpu_threads_layout.py -d 991 [-p nnUNetPlans] [-c 3d_fullres] [--repeats 5]
 
 Run it on an otherwise idle machine (nnUNet_preprocessed set, the dataset planned).
 """
