@@ -2,7 +2,6 @@
 measured in one process (see :mod:`nnunet_lean.measure`), as a markdown table and a JSON file."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -121,6 +120,7 @@ def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str]
 
 
 def write(results: List[measure.Measurement], meta: dict, out_prefix: str) -> Tuple[str, str]:
+    from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
     from nnunet_lean.reports import markdown_table
     base = results[0]
     table = markdown_table([r.as_row(base) for r in results])
@@ -128,8 +128,7 @@ def write(results: List[measure.Measurement], meta: dict, out_prefix: str) -> Tu
               f"batch {meta['batch_size']}, case {meta['case_shape']}, {meta['device']} "
               f"({meta['torch_threads']} threads), prediction without mirroring; ratios are to the first row")
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
-    with open(out_prefix + ".md", "w") as f:
-        f.write(header + "\n\n" + table + "\n")
-    with open(out_prefix + ".json", "w") as f:
-        json.dump({"meta": meta, "results": [r.as_json(base) for r in results]}, f, indent=1)
+    write_text_atomically(header + "\n\n" + table + "\n", out_prefix + ".md")
+    write_json_atomically({"meta": meta, "results": [r.as_json(base) for r in results]}, out_prefix + ".json",
+                          indent=1)
     return header + "\n\n" + table, out_prefix + ".json"

@@ -1,4 +1,4 @@
-"""JSON files that are either fully written or not there at all."""
+"""Files (JSON, markdown) that are either fully written or not there at all."""
 from __future__ import annotations
 
 import json
@@ -6,14 +6,20 @@ import os
 import tempfile
 
 
-def write_json_atomically(obj: dict, path: str, indent: int = 4) -> None:
+def write_text_atomically(text: str, path: str) -> None:
     """Write to a temp file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json_atomically(obj: dict, path: str, indent: int = 4) -> None:
+    """``obj`` as JSON, written atomically."""
+    write_text_atomically(json.dumps(obj, indent=indent), path)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from nnunet_lean import reports
+from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.study import Study
 
 BIN = Path(sys.executable).parent
@@ -81,8 +82,8 @@ def main() -> int:
               f"({args.epochs} epochs x {args.iters} iterations), CPU; ratios from `nnunet_lean report` on "
               f"nnUNetPlans (same topology, patch and batch)")
     table = reports.markdown_table(rows)
-    (study.work / "results.md").write_text(header + "\n\n" + table + "\n")
-    (study.work / "results.json").write_text(json.dumps({"budget": vars(args), "runs": runs}, indent=1))
+    write_text_atomically(header + "\n\n" + table + "\n", str(study.work / "results.md"))
+    write_json_atomically({"budget": vars(args), "runs": runs}, str(study.work / "results.json"), indent=1)
     print(header + "\n\n" + table, flush=True)
     return 0
 

@@ -12,13 +12,13 @@ exists, so an interrupted study resumes where it stopped. Writes results.json, r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 from pathlib import Path
 
 from nnunet_lean import reports
+from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.study import Study
 
 BIN = Path(sys.executable).parent
@@ -91,8 +91,8 @@ def summarise(runs: list, work: Path, args) -> None:
                      "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}"})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, folds {args.folds}")
-    (work / "results.md").write_text(header + "\n\n" + reports.markdown_table(rows) + "\n")
-    (work / "results.json").write_text(json.dumps({"budget": vars(args), "runs": runs}, indent=1))
+    write_text_atomically(header + "\n\n" + reports.markdown_table(rows) + "\n", str(work / "results.md"))
+    write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)
     print(header + "\n\n" + reports.markdown_table(rows), flush=True)
 
@@ -112,8 +112,10 @@ def pareto(by: dict, path: Path, title: str) -> None:
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        tmp = path.with_name(".tmp_" + path.name)
+        fig.savefig(tmp, dpi=110)
         plt.close(fig)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
             sidecar = filename_or_checkpoint + STATE_SUFFIX
             if not os.path.isfile(sidecar):
                 raise RuntimeError(f"{sidecar} is missing: a pruning run resumes only from checkpoints it wrote")
+            # read twice: nnU-Net 2.8.1's load_checkpoint accepts a dict by its signature but only works with a path
             weights = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)["network_weights"]
             net = self.raw_network()
             net.reshape_to(weights, "module." if any(k.startswith("module.") for k in weights) else "")
