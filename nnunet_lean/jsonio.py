@@ -6,11 +6,19 @@ import os
 import tempfile
 
 
+def _default_mode() -> int:
+    """The mode open() would give a new file (mkstemp's is 0600, unreadable to a shared group)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_text_atomically(text: str, path: str) -> None:
     """Write to a temp file beside ``path``, then rename it over ``path``."""
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
     try:
+        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

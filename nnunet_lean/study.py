@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from nnunet_lean import reports
 from nnunet_lean.jsonio import write_json_atomically
@@ -48,16 +48,31 @@ class Study:
             self.step(f"plan_{dataset_id}", ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id),
                                              "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
 
+    def _run(self, name: str, plans: str, trainer: str, fold: int):
+        """fold folder, tag and prediction folder of one run."""
+        tag = f"{trainer}_{plans}_f{fold}"
+        fold_dir = self.folders(name)[2] / f"{trainer}__{plans}__3d_fullres" / f"fold_{fold}"
+        return fold_dir, tag, self.work / "predictions" / name / tag
+
+    def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
+        """Parameters, epoch time and test Dice of a finished run; None while it is not finished."""
+        fold_dir, _, pred = self._run(name, plans, trainer, fold)
+        if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
+            return None
+        ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
+        return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
+                "parameters": reports.checkpoint_parameters(ckpt),
+                "median_epoch_s": reports.median_epoch_seconds(ckpt),
+                "dice": reports.foreground_dice(str(pred / "summary.json"))}
+
     def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
         """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them."""
-        raw, pre, res = self.folders(name)
+        raw, pre, _ = self.folders(name)
         d = str(dataset_id)
-        fold_dir = res / f"{trainer}__{plans}__3d_fullres" / f"fold_{fold}"
-        tag = f"{trainer}_{plans}_f{fold}"
+        fold_dir, tag, pred = self._run(name, plans, trainer, fold)
         if not (fold_dir / "checkpoint_final.pth").exists():
             self.step(f"train_{d}_{tag}", ["nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
                                        "-device", "cpu"], self.train_env)
-        pred = self.work / "predictions" / name / tag
         if not (pred / "summary.json").exists():
             self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
                                          "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
@@ -65,8 +80,4 @@ class Study:
             self.step(f"evaluate_{d}_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
                                           "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
                                           "-np", "1"])
-        ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
-        return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
-                "parameters": reports.checkpoint_parameters(ckpt),
-                "median_epoch_s": reports.median_epoch_seconds(ckpt),
-                "dice": reports.foreground_dice(str(pred / "summary.json"))}
+        return self.result(name, plans, trainer, fold)

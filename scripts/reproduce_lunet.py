@@ -52,9 +52,21 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--num-train", type=int, default=40)
     ap.add_argument("--num-test", type=int, default=10)
+    ap.add_argument("--summary-only", action="store_true",
+                    help="write results.md/json and pareto.png from the runs finished so far; train nothing")
     args = ap.parse_args()
+    if args.summary_only and not (Path(args.workdir).expanduser() / "budget.json").exists():
+        sys.exit(f"no study in {args.workdir}: run without --summary-only first")
     study = Study(args.workdir, str(BIN), str(TRAINERS),
                   {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test")})
+    if args.summary_only:
+        runs = [dict(variant=label, **r) for fold in args.folds for label, plans, trainer in plan_of(fold)
+                if (r := study.result(NAME, plans, trainer, fold))]
+        if not runs:
+            sys.exit(f"no finished run in {args.workdir} yet")
+        summarise(runs, study.work, args)
+        return 0
+
     study.prepare(DATASET, NAME, ["-n", str(args.num_train), "--num-test", str(args.num_test),
                                   "--size", str(args.size)])
     pre = study.folders(NAME)[1]
@@ -62,20 +74,27 @@ def main() -> int:
         if not (pre / f"{target}.json").exists():
             study.step(f"plans_{target}", ["nnunet_lean", "modify-plans", "-d", str(DATASET), "-p", source,
                                            "-o", target, "-c", "3d_fullres", *how])
-
     runs = []
     for fold in args.folds:
-        for label, (plans, trainer) in VARIANTS.items():
+        for label, plans, trainer in plan_of(fold):
+            if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists():
+                stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)
+                study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
+                                              stamp["fold_dir"], "-o", plans])
             runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
-        stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)
-        scratch = f"UnetNf4_STAMPf{fold}"
-        if not (pre / f"{scratch}.json").exists():
-            study.step(f"plans_{scratch}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET), stamp["fold_dir"],
-                                            "-o", scratch])
-        runs.append(dict(variant="STAMP widths, retrained from scratch",
-                         **study.train_and_test(DATASET, NAME, scratch, "nnUNetTrainerBudget", fold)))
-        summarise(runs, study.work, args)
+            summarise(runs, study.work, args)
     return 0
+
+
+def scratch_plans(fold: int) -> str:
+    return f"UnetNf4_STAMPf{fold}"
+
+
+def plan_of(fold: int) -> list:
+    """(variant, plans, trainer) of every run of one fold, in training order; the last one retrains
+    STAMP's pruned widths of this fold from scratch."""
+    return [(label, plans, trainer) for label, (plans, trainer) in VARIANTS.items()] + \
+        [("STAMP widths, retrained from scratch", scratch_plans(fold), "nnUNetTrainerBudget")]
 
 
 def summarise(runs: list, work: Path, args) -> None:
@@ -89,8 +108,9 @@ def summarise(runs: list, work: Path, args) -> None:
                      "parameters (median)": f"{int(statistics.median(r['parameters'] for r in rs)):,}",
                      "test Dice median": f"{statistics.median(dice):.3f}",
                      "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}"})
+    folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
-              f"budget {args.epochs} epochs x {args.iters} iterations per run, folds {args.folds}")
+              f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}")
     write_text_atomically(header + "\n\n" + reports.markdown_table(rows) + "\n", str(work / "results.md"))
     write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)

@@ -17,3 +17,12 @@ def test_study_refuses_a_budget_other_than_the_one_it_began_with(tmp_path):
     with pytest.raises(SystemExit, match="holds a study with budget .*another --workdir"):
         Study(str(tmp_path), "/bin", "/trainers", dict(BUDGET, epochs=20))
     assert json.loads((tmp_path / "budget.json").read_text()) == BUDGET  # left as it was
+
+
+def test_an_unfinished_run_has_no_result(tmp_path):
+    study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
+    assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) is None
+    fold_dir = tmp_path / "results" / "Dataset980_X" / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / "fold_0"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "checkpoint_final.pth").write_bytes(b"")  # trained, not yet predicted
+    assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) is None
