@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_lean import reports
 from nnunet_lean.jsonio import write_json_atomically
@@ -65,14 +65,21 @@ class Study:
                 "median_epoch_s": reports.median_epoch_seconds(ckpt),
                 "dice": reports.foreground_dice(str(pred / "summary.json"))}
 
+    def train_command(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> List[str]:
+        """Stock nnUNetv2_train; with --c where an interrupted run left checkpoint_latest.pth (nnU-Net
+        writes it every ``save_every`` epochs), so a session's cut-off costs at most that many epochs."""
+        fold_dir = self._run(name, plans, trainer, fold)[0]
+        resume = ["--c"] if (fold_dir / "checkpoint_latest.pth").exists() else []
+        return ["nnUNetv2_train", str(dataset_id), "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
+                "-device", "cpu", *resume]
+
     def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
         """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them."""
         raw, pre, _ = self.folders(name)
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
         if not (fold_dir / "checkpoint_final.pth").exists():
-            self.step(f"train_{d}_{tag}", ["nnUNetv2_train", d, "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
-                                       "-device", "cpu"], self.train_env)
+            self.step(f"train_{d}_{tag}", self.train_command(dataset_id, name, plans, trainer, fold), self.train_env)
         if not (pred / "summary.json").exists():
             self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
                                          "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),

@@ -26,3 +26,13 @@ def test_an_unfinished_run_has_no_result(tmp_path):
     fold_dir.mkdir(parents=True)
     (fold_dir / "checkpoint_final.pth").write_bytes(b"")  # trained, not yet predicted
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) is None
+
+
+def test_an_interrupted_run_is_continued_not_restarted(tmp_path):
+    study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
+    cmd = study.train_command(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)
+    assert cmd[:4] == ["nnUNetv2_train", "980", "3d_fullres", "1"] and "--c" not in cmd
+    fold_dir = tmp_path / "results" / "Dataset980_X" / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / "fold_1"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "checkpoint_latest.pth").write_bytes(b"")
+    assert study.train_command(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)[-1] == "--c"

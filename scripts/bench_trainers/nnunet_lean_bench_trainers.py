@@ -19,7 +19,8 @@ class nnUNetTrainerSTAMPOverheadBench(ScheduleOverrides, nnUNetTrainerSTAMP):
 class BudgetSchedule:
     """The study's fixed budget: NNUNET_LEAN_BUDGET_EPOCHS x NNUNET_LEAN_BUDGET_ITERS
     (scripts/reproduce_lunet.py sets both; defaults 30 x 50). Pruning runs prune every epoch from
-    30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left."""
+    30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left.
+    A run resumed after an interruption goes on from its last 5-epoch checkpoint."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -31,6 +32,7 @@ class BudgetSchedule:
         self.prune_stop_epoch = max(self.prune_start_epoch + 1, round(0.85 * self.num_epochs))
         self.prune_every = 1
         self.prune_target_channel_fraction = 0.25
+        self.save_every = 5  # checkpoint_latest.pth, from which an interrupted study resumes (--c)
 
     def initialize(self):
         super().initialize()
