@@ -88,6 +88,12 @@ def median_epoch_seconds(checkpoint: dict) -> float:
     return statistics.median(epoch_seconds(checkpoint))
 
 
+def first_learning_epoch(checkpoint: dict, threshold: float = 0.05) -> Optional[int]:
+    """First epoch whose validation pseudo-Dice (mean over foreground classes) exceeds ``threshold``:
+    when the network stopped predicting background everywhere. None: it never did."""
+    return next((i for i, d in enumerate(checkpoint["logging"]["mean_fg_dice"]) if d > threshold), None)
+
+
 def foreground_dice(summary_json: str) -> float:
     with open(summary_json) as f:
         return json.load(f)["foreground_mean"]["Dice"]

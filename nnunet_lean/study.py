@@ -55,7 +55,8 @@ class Study:
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
-        """Parameters, epoch time and test Dice of a finished run; None while it is not finished."""
+        """Parameters, epoch time, first epoch with foreground and test Dice of a finished run; None while
+        it is not finished."""
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
             return None
@@ -63,6 +64,7 @@ class Study:
         return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
                 "parameters": reports.checkpoint_parameters(ckpt),
                 "median_epoch_s": reports.median_epoch_seconds(ckpt),
+                "first_learning_epoch": reports.first_learning_epoch(ckpt),
                 "dice": reports.foreground_dice(str(pred / "summary.json"))}
 
     def train_command(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> List[str]:

@@ -107,7 +107,10 @@ def summarise(runs: list, work: Path, args) -> None:
         rows.append({"variant": variant, "runs": len(rs),
                      "parameters (median)": f"{int(statistics.median(r['parameters'] for r in rs)):,}",
                      "test Dice median": f"{statistics.median(dice):.3f}",
-                     "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}"})
+                     "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}",
+                     "first epoch with foreground, per run": " / ".join(
+                         "never" if r["first_learning_epoch"] is None else str(r["first_learning_epoch"])
+                         for r in rs)})
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}")

@@ -1,4 +1,4 @@
-"""Resumable studies: a study resumes only with the budget it began with."""
+"""Resumable studies: a study resumes only with the budget it began with, and goes on where it stopped."""
 import json
 
 import pytest
@@ -36,3 +36,22 @@ def test_an_interrupted_run_is_continued_not_restarted(tmp_path):
     fold_dir.mkdir(parents=True)
     (fold_dir / "checkpoint_latest.pth").write_bytes(b"")
     assert study.train_command(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)[-1] == "--c"
+
+
+def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_path):
+    import torch
+    study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
+    fold_dir = tmp_path / "results" / "Dataset980_X" / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / "fold_2"
+    fold_dir.mkdir(parents=True)
+    log = {"epoch_start_timestamps": [0.0, 1.0, 2.0], "epoch_end_timestamps": [1.0, 2.0, 3.5],
+           "mean_fg_dice": [0.0, 0.01, 0.4]}
+    torch.save({"network_weights": {"w": torch.zeros(3, 2), "norm.running_mean": torch.zeros(2)},
+                "logging": log}, fold_dir / "checkpoint_final.pth")
+    pred = tmp_path / "predictions" / "Dataset980_X" / "nnUNetTrainerBudget_UnetNf4_f2"
+    pred.mkdir(parents=True)
+    (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.8}}))
+    r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)
+    assert (r["parameters"], r["dice"], r["median_epoch_s"], r["first_learning_epoch"]) == (6, 0.8, 1.0, 2)
+    log["mean_fg_dice"] = [0.0, 0.0, 0.0]
+    torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
+    assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["first_learning_epoch"] is None
