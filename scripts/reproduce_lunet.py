@@ -60,7 +60,7 @@ def main() -> int:
     study = Study(args.workdir, str(BIN), str(TRAINERS),
                   {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test")})
     if args.summary_only:
-        runs = [dict(variant=label, **r) for fold in args.folds for label, plans, trainer in plan_of(fold)
+        runs = [dict(variant=label, **r) for fold in args.folds for label, plans, trainer in runs_of_fold(fold)
                 if (r := study.result(NAME, plans, trainer, fold))]
         if not runs:
             sys.exit(f"no finished run in {args.workdir} yet")
@@ -76,7 +76,7 @@ def main() -> int:
                                            "-o", target, "-c", "3d_fullres", *how])
     runs = []
     for fold in args.folds:
-        for label, plans, trainer in plan_of(fold):
+        for label, plans, trainer in runs_of_fold(fold):
             if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists():
                 stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)
                 study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
@@ -90,7 +90,7 @@ def scratch_plans(fold: int) -> str:
     return f"UnetNf4_STAMPf{fold}"
 
 
-def plan_of(fold: int) -> list:
+def runs_of_fold(fold: int) -> list:
     """(variant, plans, trainer) of every run of one fold, in training order; the last one retrains
     STAMP's pruned widths of this fold from scratch."""
     return [(label, plans, trainer) for label, (plans, trainer) in VARIANTS.items()] + \
