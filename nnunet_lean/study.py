@@ -15,17 +15,21 @@ BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read b
 
 
 class Study:
-    def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object]):
+    def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
+                 create: bool = True):
+        """``create=False`` opens only a study already begun in ``workdir`` (exits otherwise)."""
         self.work = Path(workdir).expanduser().resolve()
-        self._check_budget(budget)
+        self._check_budget(budget, create)
         ext = {"nnUNet_extTrainer": ext_trainers}
         self.env = dict(reports.nnunet_environment(str(self.work), bin_dir), **ext)
         self.train_env = dict(reports.nnunet_environment(str(self.work), bin_dir, training=True), **ext,
                               **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
         self.step = reports.run_steps(str(self.work / "logs"), self.env)
 
-    def _check_budget(self, budget: Dict[str, object]) -> None:
+    def _check_budget(self, budget: Dict[str, object], create: bool) -> None:
         path = self.work / "budget.json"
+        if not (path.exists() or create):
+            sys.exit(f"no study in {self.work}: run it without --summary-only first")
         if path.exists():
             started = json.loads(path.read_text())
             if started != budget:

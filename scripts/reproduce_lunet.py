@@ -55,10 +55,9 @@ def main() -> int:
     ap.add_argument("--summary-only", action="store_true",
                     help="write results.md/json and pareto.png from the runs finished so far; train nothing")
     args = ap.parse_args()
-    if args.summary_only and not (Path(args.workdir).expanduser() / "budget.json").exists():
-        sys.exit(f"no study in {args.workdir}: run without --summary-only first")
     study = Study(args.workdir, str(BIN), str(TRAINERS),
-                  {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test")})
+                  {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test")},
+                  create=not args.summary_only)
     if args.summary_only:
         runs = [dict(variant=label, **r) for fold in args.folds for label, plans, trainer in runs_of_fold(fold)
                 if (r := study.result(NAME, plans, trainer, fold))]

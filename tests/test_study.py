@@ -19,6 +19,15 @@ def test_study_refuses_a_budget_other_than_the_one_it_began_with(tmp_path):
     assert json.loads((tmp_path / "budget.json").read_text()) == BUDGET  # left as it was
 
 
+def test_opening_only_an_existing_study_creates_nothing(tmp_path):
+    work = tmp_path / "none"
+    with pytest.raises(SystemExit, match="no study in .*without --summary-only first"):
+        Study(str(work), "/bin", "/trainers", BUDGET, create=False)
+    assert not work.exists()
+    Study(str(work), "/bin", "/trainers", BUDGET)
+    assert Study(str(work), "/bin", "/trainers", BUDGET, create=False).work == work
+
+
 def test_an_unfinished_run_has_no_result(tmp_path):
     study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) is None
