@@ -1,4 +1,5 @@
-"""The ``nnunet_lean`` command: make-dataset, modify-plans, report, plan, plot-pruning, pruned-plans.
+"""The ``nnunet_lean`` command: make-dataset, modify-plans, report, plan, plot-pruning, pruned-plans,
+deep-supervision-dice.
 
 Errors a user can fix print one line (``nnunet_lean: error: ...``) and exit with code 2.
 """
@@ -134,6 +135,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"\nwrote {out}.md and {json_path}")
 
 
+def cmd_deep_supervision_dice(args: argparse.Namespace) -> None:
+    from nnunet_lean.deep_supervision import DiagnosticError, deep_supervision_dice, format_row
+
+    for fold_dir in args.fold_dirs:
+        try:
+            print(format_row(fold_dir, deep_supervision_dice(fold_dir, args.device)), flush=True)
+        except DiagnosticError as e:
+            raise UserError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnunet_lean", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -193,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="timed predictions per network")
     rp.add_argument("-o", default=None, help="output prefix for .md and .json (default: ./report_...)")
     rp.set_defaults(func=cmd_report)
+
+    ds = sub.add_parser("deep-supervision-dice", help="Dice of each deep-supervision output of trained folds "
+                        "on their validation cases: which resolution has learned")
+    ds.add_argument("fold_dirs", nargs="+", metavar="FOLD_DIR", help=".../TRAINER__PLANS__CONFIG/fold_N")
+    ds.add_argument("-device", default="cpu")
+    ds.set_defaults(func=cmd_deep_supervision_dice)
 
     pl = sub.add_parser("plan", help="plan (and preprocess) with a lean planner (for editable installs)")
     pl.add_argument("-d", type=int, required=True)

@@ -86,3 +86,24 @@ def test_find_best_configuration_and_ensemble(trained, tmp_path):
     trained.run(["nnUNetv2_ensemble", "-i", str(p2), str(p3), "-o", str(ens), "-np", "1"])
     assert sorted(p.name for p in ens.glob("*.nii.gz")) == sorted(p.name for p in p3.glob("*.nii.gz"))
     assert test_dice(trained, ens) > MIN_DICE
+
+
+def deep_supervision_dice(nnunet, folder) -> list:
+    """The Dice per output that `nnunet_lean deep-supervision-dice` prints for one fold, full resolution first."""
+    line = nnunet.run(["nnunet_lean", "deep-supervision-dice", str(folder)], ext_trainers=True).stdout.strip()
+    assert line.count("\n") == 0, line
+    return [(scale, float(dice)) for scale, dice in (p.split(": ") for p in line.split("  ", 1)[1].split(", "))]
+
+
+deep_supervision_dice.__test__ = False
+
+
+def test_deep_supervision_dice_reads_every_output_at_its_resolution(trained):
+    folder = fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres")
+    rows = deep_supervision_dice(trained, folder)
+    strides = load_json(trained.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")["configurations"]["3d_fullres"][
+        "architecture"]["arch_kwargs"]["strides"]
+    assert [s for s, _ in rows] == ["full"] + [f"1/{2 ** i}" for i in range(1, len(strides) - 1)]
+    # full resolution agrees with nnU-Net's own validation of the fold (which mirrors and averages per case)
+    validation = load_json(folder / "validation" / "summary.json")["foreground_mean"]["Dice"]
+    assert rows[0][1] > MIN_DICE and abs(rows[0][1] - validation) < 0.05, (rows, validation)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import HIPPO_ID, fold_dir, load_json
-from test_end_to_end import MIN_DICE, predict, test_dice
+from test_end_to_end import MIN_DICE, deep_supervision_dice, predict, test_dice
 
 PLANS = "nnUNetPlans"
 STAMP = "nnUNetTrainerSTAMPTiny"
@@ -152,3 +152,8 @@ def test_report_measures_a_pruned_fold_at_its_trained_widths(stamp, tmp_path):
     default, pruned = load_json(tmp_path / "r.json")["results"]
     assert pruned["parameters"] == checkpoint_parameters(load_checkpoint(str(folder / "checkpoint_final.pth")))
     assert pruned["parameters"] < default["parameters"]
+
+
+def test_deep_supervision_dice_of_a_pruned_fold(stamp):
+    rows = deep_supervision_dice(stamp, fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0))
+    assert rows[0][0] == "full" and all(0 <= d <= 1 for _, d in rows) and len(rows) > 1

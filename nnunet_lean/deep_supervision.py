@@ -1,0 +1,112 @@
+"""Dice of every deep-supervision output of a trained fold on its validation cases.
+
+Tells which resolution of a network has learned: a U-Net whose full-resolution output predicts
+background everywhere can still segment well at half resolution (its loss falls while nnU-Net's
+pseudo-Dice, taken at full resolution, stays 0).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import torch
+
+
+class DiagnosticError(Exception):
+    """A fold folder or dataset this diagnostic cannot read; the message names the fix."""
+
+
+def _fold(fold_dir: Path) -> str:
+    if not fold_dir.name.startswith("fold_"):
+        raise DiagnosticError(f"{fold_dir} is not a fold folder: give .../TRAINER__PLANS__CONFIG/fold_N")
+    if not (fold_dir / "checkpoint_final.pth").is_file():
+        raise DiagnosticError(f"{fold_dir} has no checkpoint_final.pth: finish the training first")
+    return fold_dir.name[len("fold_"):]
+
+
+def _validation_cases(preprocessed: Path, fold: str) -> List[str]:
+    splits = preprocessed / "splits_final.json"
+    if not splits.is_file():
+        raise DiagnosticError(f"{splits} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
+    folds = json.loads(splits.read_text())
+    if fold == "all":
+        return sorted({c for s in folds for c in s["train"] + s["val"]})
+    return sorted(folds[int(fold)]["val"])
+
+
+def _dice(pred: torch.Tensor, target: torch.Tensor, labels: List[int]) -> List[Tuple[int, int, int]]:
+    """(true positives, predicted, reference) voxels per label; target < 0 is ignored."""
+    valid = target >= 0
+    return [(int(((pred == k) & (target == k) & valid).sum()), int(((pred == k) & valid).sum()),
+             int((target == k).sum())) for k in labels]
+
+
+def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tuple[int, ...], float]]:
+    """Downsampling factor per axis and foreground-mean Dice of each output, full resolution first.
+
+    Each validation case runs whole (zero-padded to the network's total stride); the Dice of a label pools
+    the voxels of all cases; labels absent from every case are left out of the mean.
+    """
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    folder = Path(fold_dir).resolve()
+    fold = _fold(folder)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its device choice and trainer search
+        predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(folder.parent), (fold if fold == "all" else int(fold),),
+                                                       "checkpoint_final.pth")
+    if predictor.label_manager.has_regions:
+        raise DiagnosticError("region-based plans are not supported: their outputs are not one label per voxel")
+    dataset = Path(nnUNet_preprocessed or "") / predictor.plans_manager.dataset_name
+    data = dataset / predictor.configuration_manager.data_identifier
+    if not data.is_dir():
+        raise DiagnosticError(f"{data} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
+    cases = _validation_cases(dataset, fold)
+    if not cases:
+        raise DiagnosticError(f"fold {fold} has no validation cases in {dataset / 'splits_final.json'}")
+    net = predictor.network
+    net.load_state_dict(predictor.list_of_parameters[0])
+    net.eval()
+    net.decoder.deep_supervision = True
+    pools = np.array(predictor.configuration_manager.pool_op_kernel_sizes)
+    stride = pools.prod(axis=0)
+    labels = [int(k) for k in predictor.label_manager.foreground_labels]
+    counts = None
+    ds = infer_dataset_class(str(data))(str(data), cases)
+    for case in cases:
+        image, seg = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in ds.load_case(case)[:2])
+        pad = [int(-s % st) for s, st in zip(image.shape[1:], stride)]
+        flat = [p for side in reversed(pad) for p in (0, side)]
+        image = torch.nn.functional.pad(image, flat)[None].to(device)
+        seg = torch.nn.functional.pad(seg, flat, value=-1)[None]
+        with torch.no_grad():
+            outputs = net(image)
+        rows = [_dice(o[0].argmax(0).cpu(),
+                      torch.nn.functional.interpolate(seg, size=o.shape[2:], mode="nearest")[0, 0], labels)
+                for o in outputs]
+        counts = rows if counts is None else [[tuple(map(sum, zip(a, b))) for a, b in zip(r, c)]
+                                              for r, c in zip(rows, counts)]
+    result = []
+    for i, per_label in enumerate(counts):
+        dices = [2 * tp / (p + r) for tp, p, r in per_label if r > 0]
+        factor = tuple(int(f) for f in pools[:i + 1].prod(axis=0))  # pools[0] is the input stage's (1, 1, 1)
+        result.append((factor, float(np.mean(dices)) if dices else float("nan")))
+    return result
+
+
+def _scale(factor: Tuple[int, ...]) -> str:
+    if max(factor) == 1:
+        return "full"
+    return f"1/{factor[0]}" if len(set(factor)) == 1 else "1/(" + ",".join(map(str, factor)) + ")"
+
+
+def format_row(fold_dir: str, result: List[Tuple[Tuple[int, ...], float]]) -> str:
+    """One line: the fold folder, then ``resolution: Dice`` per output."""
+    return os.path.relpath(fold_dir) + "  " + ", ".join(f"{_scale(f)}: {d:.3f}" for f, d in result)
