@@ -6,6 +6,7 @@ Errors a user can fix print one line (``nnunet_lean: error: ...``) and exit with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -82,8 +83,6 @@ def cmd_plan(args: argparse.Namespace) -> None:
     The stock ``nnUNetv2_plan_experiment -pl`` does the same after a non-editable install; this
     command exists for editable installs, where nnU-Net cannot see our planners.
     """
-    import os
-
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints, plan_experiment_dataset, preprocess_dataset)
     from nnunetv2.paths import nnUNet_preprocessed
@@ -138,11 +137,19 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_deep_supervision_dice(args: argparse.Namespace) -> None:
     from nnunet_lean.deep_supervision import DiagnosticError, deep_supervision_dice, format_row
 
+    from nnunet_lean.jsonio import write_json_atomically
+
+    folds = []
     for fold_dir in args.fold_dirs:
         try:
-            print(format_row(fold_dir, deep_supervision_dice(fold_dir, args.device)), flush=True)
+            result = deep_supervision_dice(fold_dir, args.device)
         except DiagnosticError as e:
             raise UserError(str(e)) from None
+        print(format_row(fold_dir, result), flush=True)
+        folds.append({"fold_dir": os.path.abspath(fold_dir),
+                      "outputs": [{"factor": list(f), "dice": d} for f, d in result]})
+    if args.o:
+        write_json_atomically(folds, args.o, indent=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on their validation cases: which resolution has learned")
     ds.add_argument("fold_dirs", nargs="+", metavar="FOLD_DIR", help=".../TRAINER__PLANS__CONFIG/fold_N")
     ds.add_argument("-device", default="cpu")
+    ds.add_argument("-o", help="also write the results to this JSON file (a list, one entry per fold)")
     ds.set_defaults(func=cmd_deep_supervision_dice)
 
     pl = sub.add_parser("plan", help="plan (and preprocess) with a lean planner (for editable installs)")

@@ -28,6 +28,6 @@ def write_text_atomically(text: str, path: str) -> None:
         raise
 
 
-def write_json_atomically(obj: dict, path: str, indent: int = 4) -> None:
+def write_json_atomically(obj: object, path: str, indent: int = 4) -> None:
     """``obj`` as JSON, written atomically."""
     write_text_atomically(json.dumps(obj, indent=indent), path)

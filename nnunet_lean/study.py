@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 from nnunet_lean import reports
 from nnunet_lean.jsonio import write_json_atomically
 
+DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
 BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
 
 
@@ -69,7 +70,16 @@ class Study:
                 "parameters": reports.checkpoint_parameters(ckpt),
                 "median_epoch_s": reports.median_epoch_seconds(ckpt),
                 "first_learning_epoch": reports.first_learning_epoch(ckpt),
-                "dice": reports.foreground_dice(str(pred / "summary.json"))}
+                "dice": reports.foreground_dice(str(pred / "summary.json")),
+                "validation_dice_per_output": self._deep_supervision_dice(pred)}
+
+    @staticmethod
+    def _deep_supervision_dice(pred: Path) -> Optional[List[float]]:
+        """Validation Dice of each deep-supervision output, full resolution first (None if not measured)."""
+        path = pred / DEEP_SUPERVISION_JSON
+        if not path.exists():
+            return None
+        return [o["dice"] for o in json.loads(path.read_text())[0]["outputs"]]
 
     def train_command(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> List[str]:
         """Stock nnUNetv2_train; with --c where an interrupted run left checkpoint_latest.pth (nnU-Net
@@ -80,7 +90,8 @@ class Study:
                 "-device", "cpu", *resume]
 
     def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
-        """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them."""
+        """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them; the Dice of each
+        deep-supervision output on the fold's validation cases."""
         raw, pre, _ = self.folders(name)
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
@@ -93,4 +104,7 @@ class Study:
             self.step(f"evaluate_{d}_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
                                           "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
                                           "-np", "1"])
+        if not (pred / DEEP_SUPERVISION_JSON).exists():
+            self.step(f"deep_supervision_dice_{d}_{tag}", ["nnunet_lean", "deep-supervision-dice", str(fold_dir),
+                                                           "-o", str(pred / DEEP_SUPERVISION_JSON)])
         return self.result(name, plans, trainer, fold)

@@ -107,6 +107,7 @@ def summarise(runs: list, work: Path, args) -> None:
                      "parameters (median)": f"{int(statistics.median(r['parameters'] for r in rs)):,}",
                      "test Dice median": f"{statistics.median(dice):.3f}",
                      "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}",
+                     "validation Dice at 1/2 resolution, median": _median_half_resolution(rs),
                      "first epoch with foreground, per run": " / ".join(
                          "never" if r["first_learning_epoch"] is None else str(r["first_learning_epoch"])
                          for r in rs)})
@@ -117,6 +118,13 @@ def summarise(runs: list, work: Path, args) -> None:
     write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)
     print(header + "\n\n" + reports.markdown_table(rows), flush=True)
+
+
+def _median_half_resolution(runs: list) -> str:
+    """The second deep-supervision output's validation Dice: what a network learned even where its
+    full-resolution output stayed background."""
+    half = [r["validation_dice_per_output"][1] for r in runs if len(r.get("validation_dice_per_output") or []) > 1]
+    return f"{statistics.median(half):.3f}" if half else "-"
 
 
 def pareto(by: dict, path: Path, title: str) -> None:

@@ -64,3 +64,7 @@ def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_p
     log["mean_fg_dice"] = [0.0, 0.0, 0.0]
     torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["first_learning_epoch"] is None
+    assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["validation_dice_per_output"] is None
+    outputs = [{"factor": [1, 1, 1], "dice": 0.0}, {"factor": [2, 2, 2], "dice": 0.79}]
+    (pred / "deep_supervision_dice.json").write_text(json.dumps([{"fold_dir": str(fold_dir), "outputs": outputs}]))
+    assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["validation_dice_per_output"] == [0.0, 0.79]
