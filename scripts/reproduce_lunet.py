@@ -114,10 +114,23 @@ def summarise(runs: list, work: Path, args) -> None:
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}")
-    write_text_atomically(header + "\n\n" + reports.markdown_table(rows) + "\n", str(work / "results.md"))
+    per_run = ("Every run; validation Dice of each deep-supervision output, full resolution first "
+               "(`nnunet_lean deep-supervision-dice`):\n\n" + reports.markdown_table(per_run_rows(runs)))
+    write_text_atomically(header + "\n\n" + reports.markdown_table(rows) + "\n\n" + per_run + "\n",
+                          str(work / "results.md"))
     write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)
     print(header + "\n\n" + reports.markdown_table(rows), flush=True)
+
+
+def per_run_rows(runs: list) -> list:
+    """One row a run, by variant then fold: what its outputs at each resolution learned."""
+    order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
+    return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
+             "test Dice": f"{r['dice']:.3f}",
+             "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
+                 f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
+            for r in sorted(runs, key=lambda r: (order[r["variant"]], r["fold"]))]
 
 
 def _median_half_resolution(runs: list) -> str:

@@ -1,0 +1,26 @@
+"""The study script's per-run table: runs grouped by variant, folds in order, outputs full resolution first."""
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_lunet.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("reproduce_lunet", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_per_run_rows_group_by_variant_and_list_every_output():
+    runs = [{"variant": "LUnet Nf=8", "fold": 1, "parameters": 39088, "dice": 0.963,
+             "validation_dice_per_output": [0.97, 0.85, 0.68, 0.06]},
+            {"variant": "Unet 50 %", "fold": 0, "parameters": 88872, "dice": 0.0,
+             "validation_dice_per_output": [0.0, 0.796, 0.649]},
+            {"variant": "LUnet Nf=8", "fold": 0, "parameters": 39088, "dice": 0.975,
+             "validation_dice_per_output": None}]
+    rows = _script().per_run_rows(runs)
+    assert [(r["variant"], r["fold"]) for r in rows] == [("LUnet Nf=8", 0), ("LUnet Nf=8", 1), ("Unet 50 %", 0)]
+    col = "validation Dice full / 1/2 / 1/4 / ..."
+    assert [r[col] for r in rows] == ["-", "0.970 / 0.850 / 0.680 / 0.060", "0.000 / 0.796 / 0.649"]
+    assert rows[2]["parameters"] == "88,872" and rows[2]["test Dice"] == "0.000"
