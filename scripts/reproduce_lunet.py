@@ -97,9 +97,7 @@ def runs_of_fold(fold: int) -> list:
 
 
 def summarise(runs: list, work: Path, args) -> None:
-    by: dict = {}
-    for r in runs:
-        by.setdefault(r["variant"], []).append(r)
+    by = by_variant(runs)
     rows = []
     for variant, rs in by.items():
         dice = [r["dice"] for r in rs]
@@ -114,23 +112,30 @@ def summarise(runs: list, work: Path, args) -> None:
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}")
+    table = reports.markdown_table(rows)
     per_run = ("Every run; validation Dice of each deep-supervision output, full resolution first "
-               "(`nnunet_lean deep-supervision-dice`):\n\n" + reports.markdown_table(per_run_rows(runs)))
-    write_text_atomically(header + "\n\n" + reports.markdown_table(rows) + "\n\n" + per_run + "\n",
-                          str(work / "results.md"))
+               "(`nnunet_lean deep-supervision-dice`):\n\n" + reports.markdown_table(per_run_rows(by)))
+    write_text_atomically(header + "\n\n" + table + "\n\n" + per_run + "\n", str(work / "results.md"))
     write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)
-    print(header + "\n\n" + reports.markdown_table(rows), flush=True)
+    print(header + "\n\n" + table, flush=True)
 
 
-def per_run_rows(runs: list) -> list:
-    """One row a run, by variant then fold: what its outputs at each resolution learned."""
-    order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
+def by_variant(runs: list) -> dict:
+    """Runs grouped by variant (in order of first appearance), each group in fold order."""
+    by: dict = {}
+    for r in runs:
+        by.setdefault(r["variant"], []).append(r)
+    return {v: sorted(rs, key=lambda r: r["fold"]) for v, rs in by.items()}
+
+
+def per_run_rows(by: dict) -> list:
+    """One row a run of ``by_variant``: what its outputs at each resolution learned."""
     return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
              "test Dice": f"{r['dice']:.3f}",
              "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
                  f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
-            for r in sorted(runs, key=lambda r: (order[r["variant"]], r["fold"]))]
+            for rs in by.values() for r in rs]
 
 
 def _median_half_resolution(runs: list) -> str:

@@ -19,7 +19,8 @@ def test_per_run_rows_group_by_variant_and_list_every_output():
              "validation_dice_per_output": [0.0, 0.796, 0.649]},
             {"variant": "LUnet Nf=8", "fold": 0, "parameters": 39088, "dice": 0.975,
              "validation_dice_per_output": None}]
-    rows = _script().per_run_rows(runs)
+    script = _script()
+    rows = script.per_run_rows(script.by_variant(runs))
     assert [(r["variant"], r["fold"]) for r in rows] == [("LUnet Nf=8", 0), ("LUnet Nf=8", 1), ("Unet 50 %", 0)]
     col = "validation Dice full / 1/2 / 1/4 / ..."
     assert [r[col] for r in rows] == ["-", "0.970 / 0.850 / 0.680 / 0.060", "0.000 / 0.796 / 0.649"]
