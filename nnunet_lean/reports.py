@@ -99,6 +99,12 @@ def foreground_dice(summary_json: str) -> float:
         return json.load(f)["foreground_mean"]["Dice"]
 
 
+def label_dice(summary_json: str) -> Dict[str, float]:
+    """Test Dice of each label (or region) of an nnUNetv2_evaluate_folder summary.json, in its order."""
+    with open(summary_json) as f:
+        return {label: m["Dice"] for label, m in json.load(f)["mean"].items()}
+
+
 def markdown_table(rows: List[Dict[str, object]]) -> str:
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

@@ -60,8 +60,8 @@ class Study:
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
-        """Parameters, epoch time, first epoch with foreground and test Dice of a finished run; None while
-        it is not finished."""
+        """Parameters, epoch time, first epoch with foreground and test Dice (foreground mean and per label)
+        of a finished run; None while it is not finished."""
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
             return None
@@ -71,6 +71,7 @@ class Study:
                 "median_epoch_s": reports.median_epoch_seconds(ckpt),
                 "first_learning_epoch": reports.first_learning_epoch(ckpt),
                 "dice": reports.foreground_dice(str(pred / "summary.json")),
+                "dice_per_label": reports.label_dice(str(pred / "summary.json")),
                 "validation_dice_per_output": self._deep_supervision_dice(pred)}
 
     @staticmethod

@@ -35,6 +35,11 @@ NETWORKS = [("nnU-Net default", "nnUNetPlans", "nnU-Net default (nnUNetTrainer)"
 PLANNERS = {"nnUNetLeanPlans": "LeanPlanner", "nnUNetLeanNf16Plans": "LeanPlannerNf16"}
 
 
+def label_names(dataset_json: Path) -> dict:
+    """summary.json's label keys ("1", "2", ...) to the names of dataset.json."""
+    return {str(v): k for k, v in json.loads(dataset_json.read_text())["labels"].items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/bench"))
@@ -67,6 +72,7 @@ def main() -> int:
         d, name, _ = DATASETS[kind]
         speed = {r["label"]: r for r in json.loads((study.work / "reports" / f"{name}.json").read_text())["results"]}
         base_dice = None
+        names = label_names(study.folders(name)[0] / "dataset.json")
         for label, plans, report_label in NETWORKS:
             run = dict(dataset=name, network=label, **study.train_and_test(d, name, plans, "nnUNetTrainerBudget", 0))
             runs.append(run)
@@ -74,6 +80,8 @@ def main() -> int:
             s = speed[report_label]
             rows.append({"dataset": name, "network": label, "parameters": f"{run['parameters']:,}",
                          "test Dice": f"{run['dice']:.3f}", "Dice - default (points)": f"{100 * (run['dice'] - base_dice):+.1f}",
+                         "test Dice per label": ", ".join(f"{names.get(k, k)} {v:.2f}"
+                                                          for k, v in run["dice_per_label"].items()),
                          "train step ratio": f"{s['train_step_s_ratio']:.2f}",
                          "peak train memory ratio": f"{s['train_step_peak_mb_ratio']:.2f}",
                          "prediction ratio": f"{s['predict_case_s_ratio']:.2f}",

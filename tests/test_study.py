@@ -58,9 +58,11 @@ def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_p
                 "logging": log}, fold_dir / "checkpoint_final.pth")
     pred = tmp_path / "predictions" / "Dataset980_X" / "nnUNetTrainerBudget_UnetNf4_f2"
     pred.mkdir(parents=True)
-    (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.8}}))
+    (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.8},
+                                                   "mean": {"1": {"Dice": 0.95}, "2": {"Dice": 0.65}}}))
     r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)
     assert (r["parameters"], r["dice"], r["median_epoch_s"], r["first_learning_epoch"]) == (6, 0.8, 1.0, 2)
+    assert list(r["dice_per_label"].items()) == [("1", 0.95), ("2", 0.65)]
     log["mean_fg_dice"] = [0.0, 0.0, 0.0]
     torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["first_learning_epoch"] is None
