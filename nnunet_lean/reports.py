@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -94,15 +94,16 @@ def first_learning_epoch(checkpoint: dict, threshold: float = 0.05) -> Optional[
     return next((i for i, d in enumerate(checkpoint["logging"]["mean_fg_dice"]) if d > threshold), None)
 
 
+def summary_dice(summary_json: str) -> Tuple[float, Dict[str, float]]:
+    """Foreground-mean test Dice and the Dice of each label (or region, in its order) of an
+    nnUNetv2_evaluate_folder summary.json, read once."""
+    with open(summary_json) as f:
+        summary = json.load(f)
+    return summary["foreground_mean"]["Dice"], {label: m["Dice"] for label, m in summary["mean"].items()}
+
+
 def foreground_dice(summary_json: str) -> float:
-    with open(summary_json) as f:
-        return json.load(f)["foreground_mean"]["Dice"]
-
-
-def label_dice(summary_json: str) -> Dict[str, float]:
-    """Test Dice of each label (or region) of an nnUNetv2_evaluate_folder summary.json, in its order."""
-    with open(summary_json) as f:
-        return {label: m["Dice"] for label, m in json.load(f)["mean"].items()}
+    return summary_dice(summary_json)[0]
 
 
 def markdown_table(rows: List[Dict[str, object]]) -> str:

@@ -66,12 +66,12 @@ class Study:
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
             return None
         ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
+        dice, dice_per_label = reports.summary_dice(str(pred / "summary.json"))
         return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
                 "parameters": reports.checkpoint_parameters(ckpt),
                 "median_epoch_s": reports.median_epoch_seconds(ckpt),
                 "first_learning_epoch": reports.first_learning_epoch(ckpt),
-                "dice": reports.foreground_dice(str(pred / "summary.json")),
-                "dice_per_label": reports.label_dice(str(pred / "summary.json")),
+                "dice": dice, "dice_per_label": dice_per_label,
                 "validation_dice_per_output": self._deep_supervision_dice(pred)}
 
     @staticmethod
