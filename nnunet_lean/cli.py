@@ -10,13 +10,8 @@ import os
 import sys
 from typing import List, Optional
 
+from nnunet_lean.errors import EXIT_USAGE, LeanError
 from nnunet_lean.widths import WidthChoice
-
-EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """An error whose message tells the user what to change."""
 
 
 def _positive_float(text: str) -> float:
@@ -66,12 +61,9 @@ def cmd_make_dataset(args: argparse.Namespace) -> None:
 def cmd_modify_plans(args: argparse.Namespace) -> None:
     from nnunet_lean.plans_modifier import format_changes, modify_plans
 
-    if args.nf is not None and args.nf < 1:  # WidthChoice reads nf=0 as "the plan's base width"
-        raise UserError(f"--nf must be >= 1, got {args.nf}")
-    try:
-        choice = WidthChoice(nf=args.nf, scale=args.scale, budget=args.budget, base=args.base)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    if args.nf is not None and args.nf < 1:  # named by its flag here; WidthChoice refuses it too
+        raise LeanError(f"--nf must be >= 1, got {args.nf}")
+    choice = WidthChoice(nf=args.nf, scale=args.scale, budget=args.budget, base=args.base)
     path, changes = modify_plans(str(args.d), args.p, choice, args.o, args.c, args.overwrite, args.dry_run)
     print(format_changes(changes))
     print(("would write " if args.dry_run else "wrote ") + path)
@@ -93,11 +85,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
     planner = getattr(planning, args.pl, None)
     if not (isinstance(planner, type) and args.pl.endswith("Planner")):
         names = [n for n in dir(planning) if n.endswith("Planner")]
-        raise UserError(f"unknown planner {args.pl!r}: use one of {', '.join(names)}")
+        raise LeanError(f"unknown planner {args.pl!r}: use one of {', '.join(names)}")
     try:
         name = maybe_convert_to_dataset_name(args.d)
     except RuntimeError:
-        raise UserError(f"unknown dataset {args.d}: check -d and nnUNet_raw") from None
+        raise LeanError(f"unknown dataset {args.d}: check -d and nnUNet_raw") from None
     if not os.path.isfile(os.path.join(nnUNet_preprocessed or "", name, "dataset_fingerprint.json")):
         extract_fingerprints([args.d], num_processes=args.np)
     _, plans_identifier = plan_experiment_dataset(args.d, planner)
@@ -108,14 +100,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def cmd_plot_pruning(args: argparse.Namespace) -> None:
     from nnunet_lean.pruning.plots import plot_fold
 
-    try:
-        print("wrote " + plot_fold(args.fold_dir, args.o))
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
+    print("wrote " + plot_fold(args.fold_dir, args.o))
 
 
 def cmd_pruned_plans(args: argparse.Namespace) -> None:
-    from nnunet_lean.plans_modifier import pruned_plans
+    from nnunet_lean.pruning.plans import pruned_plans
 
     path, channels = pruned_plans(str(args.d), args.fold_dir, args.o, args.overwrite)
     print(f"wrote {path} ({channels} channels in its conv units); retrain from scratch with "
@@ -123,28 +112,25 @@ def cmd_pruned_plans(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from nnunet_lean import compare
+    from nnunet_lean.measure import report
 
     repeats = {k: v for k, v in (("step_repeats", args.step_repeats), ("predict_repeats", args.predict_repeats))
                if v is not None}  # unset: measure's defaults
-    results, meta = compare.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device, **repeats)
+    results, meta = report.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device, **repeats)
     out = args.o or f"report_{meta['dataset']}_{args.p}_{args.c}"
-    text, json_path = compare.write(results, meta, out)
+    text, json_path = report.write(results, meta, out)
     print(text)
     print(f"\nwrote {out}.md and {json_path}")
 
 
 def cmd_deep_supervision_dice(args: argparse.Namespace) -> None:
-    from nnunet_lean.deep_supervision import DiagnosticError, deep_supervision_dice, format_row
+    from nnunet_lean.deep_supervision import deep_supervision_dice, format_row
 
     from nnunet_lean.jsonio import write_json_atomically
 
     folds = []
     for fold_dir in args.fold_dirs:
-        try:
-            result = deep_supervision_dice(fold_dir, args.device)
-        except DiagnosticError as e:
-            raise UserError(str(e)) from None
+        result = deep_supervision_dice(fold_dir, args.device)
         print(format_row(fold_dir, result), flush=True)
         folds.append({"fold_dir": os.path.abspath(fold_dir),
                       "outputs": [{"factor": list(f), "dice": d} for f, d in result]})
@@ -230,13 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from nnunet_lean.datasets.raw import DatasetError
-    from nnunet_lean.plans_modifier import PlansError
-
+    """The only place that turns the library's errors (:class:`LeanError`) into one line and exit 2."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UserError, DatasetError, PlansError) as e:
+    except LeanError as e:
         print(f"nnunet_lean: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -11,32 +11,23 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch
 
-
-class DiagnosticError(Exception):
-    """A fold folder or dataset this diagnostic cannot read; the message names the fix."""
-
-
-def _fold(fold_dir: Path) -> str:
-    if not fold_dir.name.startswith("fold_"):
-        raise DiagnosticError(f"{fold_dir} is not a fold folder: give .../TRAINER__PLANS__CONFIG/fold_N")
-    if not (fold_dir / "checkpoint_final.pth").is_file():
-        raise DiagnosticError(f"{fold_dir} has no checkpoint_final.pth: finish the training first")
-    return fold_dir.name[len("fold_"):]
+from nnunet_lean.errors import RunError
+from nnunet_lean.runs import TrainedFold
 
 
-def _validation_cases(preprocessed: Path, fold: str) -> List[str]:
+def _validation_cases(preprocessed: Path, fold: Union[int, str]) -> List[str]:
     splits = preprocessed / "splits_final.json"
     if not splits.is_file():
-        raise DiagnosticError(f"{splits} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
+        raise RunError(f"{splits} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
     folds = json.loads(splits.read_text())
     if fold == "all":
         return sorted({c for s in folds for c in s["train"] + s["val"]})
-    return sorted(folds[int(fold)]["val"])
+    return sorted(folds[fold]["val"])
 
 
 def _dice(pred: torch.Tensor, target: torch.Tensor, labels: List[int]) -> List[Tuple[int, int, int]]:
@@ -56,21 +47,21 @@ def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tupl
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-    folder = Path(fold_dir).resolve()
-    fold = _fold(folder)
+    run = TrainedFold.open(fold_dir)
+    run.checkpoint_path("checkpoint_final.pth")
+    fold = run.fold
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its device choice and trainer search
         predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(folder.parent), (fold if fold == "all" else int(fold),),
-                                                       "checkpoint_final.pth")
+        predictor.initialize_from_trained_model_folder(str(run.model_folder), (fold,), "checkpoint_final.pth")
     if predictor.label_manager.has_regions:
-        raise DiagnosticError("region-based plans are not supported: their outputs are not one label per voxel")
+        raise RunError("region-based plans are not supported: their outputs are not one label per voxel")
     dataset = Path(nnUNet_preprocessed or "") / predictor.plans_manager.dataset_name
     data = dataset / predictor.configuration_manager.data_identifier
     if not data.is_dir():
-        raise DiagnosticError(f"{data} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
+        raise RunError(f"{data} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
     cases = _validation_cases(dataset, fold)
     if not cases:
-        raise DiagnosticError(f"fold {fold} has no validation cases in {dataset / 'splits_final.json'}")
+        raise RunError(f"fold {fold} has no validation cases in {dataset / 'splits_final.json'}")
     net = predictor.network
     net.load_state_dict(predictor.list_of_parameters[0])
     net.eval()

@@ -1,7 +1,9 @@
 """Derive a new plans file from an existing one with other network widths.
 
-The new plans keep every configuration's data identifier, so nnU-Net reuses the
-preprocessed data of the source plans: only ``features_per_stage`` changes.
+The new plans keep every configuration's data identifier, so nnU-Net reuses the preprocessed data
+of the source plans: only the network changes, nothing that decides the preprocessed arrays
+(see :func:`nnunet_lean.planning.preprocessing_signature`). Plans of a pruned run's widths:
+:mod:`nnunet_lean.pruning.plans`.
 """
 from __future__ import annotations
 
@@ -12,14 +14,15 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from nnunet_lean import architecture
+from nnunet_lean.errors import LeanError
 from nnunet_lean.jsonio import write_json_atomically
-from nnunet_lean.widths import WidthChoice
+from nnunet_lean.widths import WidthChoice, WidthError
 
 
 _NOT_PLANS = ("dataset.json", "dataset_fingerprint.json", "splits_final.json")
 
 
-class PlansError(ValueError):
+class PlansError(LeanError, ValueError):
     """Bad request for a plans file; the message names the fix."""
 
 
@@ -74,7 +77,7 @@ def load_plans(dataset: str, name: str) -> Tuple[str, dict, dict]:
     return folder, _load_json(path), _load_json(os.path.join(folder, "dataset.json"))
 
 
-def _open_plans(dataset: str, source: str, target: str, configurations: Optional[Sequence[str]],
+def open_plans(dataset: str, source: str, target: str, configurations: Optional[Sequence[str]],
                 overwrite: bool) -> Tuple[dict, dict, List[str], str]:
     """Validate a derivation request; returns (source plans, dataset.json, configurations, target path)."""
     if "__" in target:
@@ -107,7 +110,7 @@ def modify_plans(dataset: str, source: str, choice: WidthChoice, target: Optiona
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     target = target or default_target_name(source, choice)
-    plans, dataset_json, chosen, dst_path = _open_plans(dataset, source, target, configurations, overwrite)
+    plans, dataset_json, chosen, dst_path = open_plans(dataset, source, target, configurations, overwrite)
     pm = PlansManager(plans)
     num_out = pm.get_label_manager(dataset_json).num_segmentation_heads
     new = copy.deepcopy(plans)
@@ -118,7 +121,7 @@ def modify_plans(dataset: str, source: str, choice: WidthChoice, target: Optiona
         arch = plans["configurations"][c]["architecture"]
         try:
             new_arch = architecture.apply_choice(arch, choice, num_in, num_out)
-        except ValueError as e:
+        except WidthError as e:
             raise PlansError(f"{c}: {e}") from None
         new["configurations"][c]["architecture"] = new_arch
         changes.append(ConfigChange(c, architecture.plan_widths(arch), architecture.plan_widths(new_arch),
@@ -137,34 +140,3 @@ def format_changes(changes: Sequence[ConfigChange]) -> str:
                     f"{ch.params_before:,} | {ch.params_after:,} | "
                     f"{ch.params_after / ch.params_before:.4f} |")
     return "\n".join(rows)
-
-
-def pruned_plans(dataset: str, fold_dir: str, target: str, overwrite: bool = False) -> Tuple[str, int]:
-    """Plans whose network is the pruned architecture of a finished pruning run, freshly initialised
-    (the paper's "equivalent-sized pruned network retrained from random initialisation"): train
-    them with the stock trainer. Source plans and configuration are read from the fold's run."""
-    import torch
-
-    from nnunet_lean.pruning.network import unit_widths_of
-    from nnunet_lean.pruning.trainer import prunable_architecture
-
-    ckpt_path = os.path.join(fold_dir, "checkpoint_final.pth")
-    if not os.path.isfile(ckpt_path):
-        raise PlansError(f"no checkpoint_final.pth in {fold_dir}: give the fold_X folder of a finished pruning run")
-    run = os.path.basename(os.path.dirname(os.path.abspath(fold_dir))).split("__")
-    if len(run) != 3:
-        raise PlansError(f"{fold_dir} is not inside a TRAINER__PLANS__CONFIGURATION folder")
-    _, source, config = run
-    plans, _, _, dst_path = _open_plans(dataset, source, target, [config], overwrite)
-    weights = torch.load(ckpt_path, map_location="cpu", weights_only=False)["network_weights"]
-    arch = prunable_architecture(plans["configurations"][config]["architecture"])
-    with torch.device("meta"):
-        net = architecture.build(arch, 1, 1, allow_init=False)
-    unit_widths = unit_widths_of(weights, net.units.values())
-    arch["arch_kwargs"] = dict(arch["arch_kwargs"], unit_widths=unit_widths)
-    new = copy.deepcopy(plans)
-    new["plans_name"] = target
-    new["configurations"] = {config: dict(plans["configurations"][config], architecture=arch)}
-    write_json_atomically(new, dst_path)
-    return dst_path, sum(unit_widths.values())
-

@@ -4,37 +4,41 @@ interrupted in one session goes on in the next; a study resumes only with the bu
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from nnunet_lean import reports
+from nnunet_lean import commands, runs
+from nnunet_lean.errors import LeanError
 from nnunet_lean.jsonio import write_json_atomically
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
 BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
 
 
+class StudyError(LeanError):
+    """A study folder that cannot be opened as asked; the message names the fix."""
+
+
 class Study:
     def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
                  create: bool = True):
-        """``create=False`` opens only a study already begun in ``workdir`` (exits otherwise)."""
+        """``create=False`` opens only a study already begun in ``workdir`` (StudyError otherwise)."""
         self.work = Path(workdir).expanduser().resolve()
         self._check_budget(budget, create)
         ext = {"nnUNet_extTrainer": ext_trainers}
-        self.env = dict(reports.nnunet_environment(str(self.work), bin_dir), **ext)
-        self.train_env = dict(reports.nnunet_environment(str(self.work), bin_dir, training=True), **ext,
+        self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), **ext)
+        self.train_env = dict(commands.nnunet_environment(str(self.work), bin_dir, training=True), **ext,
                               **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
-        self.step = reports.run_steps(str(self.work / "logs"), self.env)
+        self.step = commands.run_steps(str(self.work / "logs"), self.env)
 
     def _check_budget(self, budget: Dict[str, object], create: bool) -> None:
         path = self.work / "budget.json"
         if not (path.exists() or create):
-            sys.exit(f"no study in {self.work}: run it without --summary-only first")
+            raise StudyError(f"no study in {self.work}: run it without --summary-only first")
         if path.exists():
             started = json.loads(path.read_text())
             if started != budget:
-                sys.exit(f"{self.work} holds a study with budget {started}: rerun with those values "
+                raise StudyError(f"{self.work} holds a study with budget {started}: rerun with those values "
                          f"or give another --workdir")
         else:
             self.work.mkdir(parents=True, exist_ok=True)
@@ -56,7 +60,7 @@ class Study:
     def _run(self, name: str, plans: str, trainer: str, fold: int):
         """fold folder, tag and prediction folder of one run."""
         tag = f"{trainer}_{plans}_f{fold}"
-        fold_dir = self.folders(name)[2] / f"{trainer}__{plans}__3d_fullres" / f"fold_{fold}"
+        fold_dir = runs.fold_folder(self.folders(name)[2], trainer, plans, "3d_fullres", fold)
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
@@ -65,12 +69,12 @@ class Study:
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
             return None
-        ckpt = reports.load_checkpoint(str(fold_dir / "checkpoint_final.pth"))
-        dice, dice_per_label = reports.summary_dice(str(pred / "summary.json"))
+        ckpt = runs.TrainedFold.open(fold_dir).load("checkpoint_final.pth")
+        dice, dice_per_label = runs.summary_dice(pred / "summary.json")
         return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
-                "parameters": reports.checkpoint_parameters(ckpt),
-                "median_epoch_s": reports.median_epoch_seconds(ckpt),
-                "first_learning_epoch": reports.first_learning_epoch(ckpt),
+                "parameters": runs.checkpoint_parameters(ckpt),
+                "median_epoch_s": runs.median_epoch_seconds(ckpt),
+                "first_learning_epoch": runs.first_learning_epoch(ckpt),
                 "dice": dice, "dice_per_label": dice_per_label,
                 "validation_dice_per_output": self._deep_supervision_dice(pred)}
 

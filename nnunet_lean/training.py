@@ -33,7 +33,7 @@ class nnUNetTrainerWidths(nnUNetTrainer):
 
 class nnUNetTrainerLean(nnUNetTrainerWidths):
     """LUnet: every stage gets the plan's first-stage width (32 in stock plans)."""
-    width_choice = WidthChoice(nf=0)
+    width_choice = WidthChoice.plan_base_lean()
 
 
 class nnUNetTrainerLean_Nf4(nnUNetTrainerWidths):

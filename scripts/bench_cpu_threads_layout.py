@@ -12,7 +12,10 @@ import sys
 
 import torch
 
-from nnunet_lean import compare, measure, reports
+from nnunet_lean.errors import exit_on_error
+from nnunet_lean.measure import networks as measure
+from nnunet_lean.measure import report as compare
+from nnunet_lean.tables import markdown_table
 
 LAYOUTS = {"contiguous (nnU-Net's)": torch.contiguous_format, "channels-last": torch.channels_last_3d}
 
@@ -44,9 +47,9 @@ def main() -> int:
                          "lean step s": f"{seconds[1]:.2f}", "lean / default": f"{seconds[1] / seconds[0]:.2f}"})
             print(rows[-1], flush=True)
     print(f"\n{st.folder.rsplit('/', 1)[-1]} / {args.p} / {args.c}: patch {st.patch}, batch {st.batch}, "
-          f"median of {args.repeats} steps each, the two networks timed in turns\n\n" + reports.markdown_table(rows))
+          f"median of {args.repeats} steps each, the two networks timed in turns\n\n" + markdown_table(rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_error(main, "bench_cpu_threads_layout.py"))

@@ -18,9 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-from nnunet_lean import reports
+from nnunet_lean.errors import exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.study import Study
+from nnunet_lean.tables import markdown_table
 
 BIN = Path(sys.executable).parent
 TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
@@ -89,7 +90,7 @@ def main() -> int:
     header = (f"fold 0, {args.num_train} training / {args.num_test} test cases, nnUNetTrainerBudget "
               f"({args.epochs} epochs x {args.iters} iterations), CPU; ratios from `nnunet_lean report` on "
               f"nnUNetPlans (same topology, patch and batch)")
-    table = reports.markdown_table(rows)
+    table = markdown_table(rows)
     write_text_atomically(header + "\n\n" + table + "\n", str(study.work / "results.md"))
     write_json_atomically({"budget": vars(args), "runs": runs}, str(study.work / "results.json"), indent=1)
     print(header + "\n\n" + table, flush=True)
@@ -97,4 +98,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_error(main, "compare_lean_default.py"))

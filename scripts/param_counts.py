@@ -6,7 +6,7 @@ python scripts/param_counts.py   (prints a markdown table; nothing is trained)
 from __future__ import annotations
 
 from nnunet_lean import architecture
-from nnunet_lean.reports import markdown_table
+from nnunet_lean.tables import markdown_table
 from nnunet_lean.widths import doubling, lean, scaled
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     l32 = architecture.count_parameters(architecture.unet(lean(6, 32)), 1, 2)
     print(f"\nnnU-Net default / LUnet Nf=32 on the 6-stage 3d topology: {d / l32:.1f}x fewer parameters")
     import torch
-    from nnunet_lean.measure import forward_gflops
+    from nnunet_lean.measure.networks import forward_gflops
     cpu = torch.device("cpu")
     (gd, share), (gl, _) = (forward_gflops(architecture.build(architecture.unet(w), 1, 2), [32] * 3, 1, cpu)
                             for w in (doubling(5, 32, 320), lean(5, 32)))

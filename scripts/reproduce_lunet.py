@@ -17,9 +17,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from nnunet_lean import reports
+from nnunet_lean.errors import exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.study import Study
+from nnunet_lean.tables import markdown_table
 
 BIN = Path(sys.executable).parent
 TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
@@ -112,9 +113,9 @@ def summarise(runs: list, work: Path, args) -> None:
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}")
-    table = reports.markdown_table(rows)
+    table = markdown_table(rows)
     per_run = ("Every run; validation Dice of each deep-supervision output, full resolution first "
-               "(`nnunet_lean deep-supervision-dice`):\n\n" + reports.markdown_table(per_run_rows(by)))
+               "(`nnunet_lean deep-supervision-dice`):\n\n" + markdown_table(per_run_rows(by)))
     write_text_atomically(header + "\n\n" + table + "\n\n" + per_run + "\n", str(work / "results.md"))
     write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)
@@ -167,4 +168,4 @@ def pareto(by: dict, path: Path, title: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_on_error(main, "reproduce_lunet.py"))

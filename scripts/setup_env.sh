@@ -22,7 +22,9 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
 else
     echo "[setup] reusing $venv" >&2
 fi
-# Always reinstall the package itself, non-editable, so stock nnU-Net lookups see this checkout.
+# Always reinstall the package itself, non-editable, so stock nnU-Net lookups see this checkout. A build/
+# left by an earlier install would still hold modules since removed or moved: setuptools installs them too.
+rm -rf "$root/build"
 "$venv/bin/python" -m pip uninstall -q -y nnunet-lean >/dev/null 2>&1 || true
 "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation "$root" >&2
 echo "$venv"

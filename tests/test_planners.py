@@ -86,3 +86,13 @@ def test_our_plan_command_for_editable_installs(hippo, planned):
     assert set(widths(plans, "3d_fullres")) == {32}
     proc = hippo.run(["nnunet_lean", "plan", "-d", str(LARGE_ID), "-pl", "NoSuchPlanner"], check=False)
     assert proc.returncode == 2 and "unknown planner 'NoSuchPlanner'" in proc.stderr
+
+
+def test_a_lean_lowres_at_another_gpu_target_gets_its_own_data(planned, hippo):
+    """-gpu_memory_target changes the lowres spacing (through the patch size), not the fullres data."""
+    hippo.run(["nnUNetv2_plan_experiment", "-d", str(LARGE_ID), "-pl", "LeanPlanner", "-gpu_memory_target", "3",
+               "-overwrite_plans_name", "nnUNetLeanPlans3G"])
+    small, default = planned("nnUNetLeanPlans3G")["configurations"], planned("nnUNetPlans")["configurations"]
+    assert small["3d_fullres"]["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert small["3d_lowres"]["spacing"] != default["3d_lowres"]["spacing"]
+    assert small["3d_lowres"]["data_identifier"] == "nnUNetLeanPlans3G_3d_lowres"

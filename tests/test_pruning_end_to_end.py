@@ -2,10 +2,15 @@
 predict them together, ensemble, evaluate; resume a killed run; retrain pruned widths from scratch.
 
 All on the stock nnUNetPlans of dataset 501 (widths 32..256), tiny schedules from tests/ext_trainers:
-6 epochs x 25 iterations, 6 channels pruned after epochs 1 and 2.
+6 epochs x 25 iterations, 6 channels pruned at the start of epochs 1 and 2.
 """
+import json
+import shutil
+
 import pytest
 import torch
+
+from nnunet_lean.pruning.state import CHECKPOINT_KEY, LEGACY_SUFFIX
 
 from conftest import HIPPO_ID, fold_dir, load_json
 from test_end_to_end import MIN_DICE, deep_supervision_dice, predict, test_dice
@@ -86,6 +91,24 @@ def test_folds_pruned_to_different_widths_predict_together_and_ensemble(stamp, t
     assert test_dice(stamp, ens) > MIN_DICE
 
 
+def resume_dump(nnunet, fold, tmp_path, crash_at=None):
+    """`--c` of the CRASH trainer's fold; the state its load_checkpoint restored."""
+    dump = tmp_path / f"restored_{fold}.json"
+    env = {"NNUNET_LEAN_TEST_DUMP": str(dump)}
+    if crash_at is not None:
+        env["NNUNET_LEAN_TEST_CRASH_AT"] = str(crash_at)
+    proc = train(nnunet, CRASH, fold, "--c", env=env, check=crash_at is None)
+    assert crash_at is None or proc.returncode == 3, proc.stderr[-3000:]
+    return load_json(dump)
+
+
+def assert_restored(restored, saved_state, epoch):
+    assert restored["epoch"] == epoch
+    assert restored["widths"] == saved_state["steps"][-1]["widths"]
+    assert restored["steps"] == saved_state["steps"] and restored["rng"] == saved_state["rng"]
+    assert restored["dropout"] == pytest.approx(saved_state["dropout"])
+
+
 @pytest.mark.usefixtures("widest")
 def test_resume_restores_widths_history_dropout_rng_and_optimizer(stamp, tmp_path):
     # a run killed after 3 epochs (one pruning step, then a plain epoch), then `--c`
@@ -93,16 +116,21 @@ def test_resume_restores_widths_history_dropout_rng_and_optimizer(stamp, tmp_pat
     assert proc.returncode == 3, proc.stderr[-3000:]
     folder = fold_dir(stamp, CRASH, PLANS, "3d_fullres", 0)
     latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-    sidecar = load_json(folder / "checkpoint_latest.pth.pruning.json")
-    assert len(sidecar["steps"]) == 1 and latest["current_epoch"] == 3
+    saved_state = latest[CHECKPOINT_KEY]  # the pruning state travels inside the checkpoint ...
+    assert len(saved_state["steps"]) == 1 and latest["current_epoch"] == 3
+    assert not list(folder.glob("*" + LEGACY_SUFFIX))  # ... and nowhere else
+    # copies for the self-contained and legacy-sidecar resumes below
+    alone = fold_dir(stamp, CRASH, PLANS, "3d_fullres", 3)
+    alone.mkdir(parents=True)
+    shutil.copy(folder / "checkpoint_latest.pth", alone / "checkpoint_latest.pth")
+    legacy = fold_dir(stamp, CRASH, PLANS, "3d_fullres", 4)
+    legacy.mkdir(parents=True)
+    old_style = {k: v for k, v in latest.items() if k != CHECKPOINT_KEY}
+    torch.save(old_style, legacy / "checkpoint_latest.pth")
+    (legacy / ("checkpoint_latest.pth" + LEGACY_SUFFIX)).write_text(json.dumps(saved_state))
 
-    dump = tmp_path / "restored.json"
-    train(stamp, CRASH, 0, "--c", env={"NNUNET_LEAN_TEST_DUMP": str(dump)})
-    restored = load_json(dump)
-    assert restored["epoch"] == 3
-    assert restored["widths"] == sidecar["steps"][-1]["widths"]
-    assert restored["steps"] == sidecar["steps"] and restored["rng"] == sidecar["rng"]
-    assert restored["dropout"] == pytest.approx(sidecar["dropout"])
+    restored = resume_dump(stamp, 0, tmp_path)
+    assert_restored(restored, saved_state, 3)
     saved_momentum = {str(i): float(s["momentum_buffer"].double().sum())
                       for i, s in latest["optimizer_state"]["state"].items()}
     assert restored["momentum"] == pytest.approx(saved_momentum) and len(saved_momentum) > 10
@@ -111,7 +139,52 @@ def test_resume_restores_widths_history_dropout_rng_and_optimizer(stamp, tmp_pat
     straight = load_json(fold_dir(stamp, WIDEST, PLANS, "3d_fullres", 0) / "pruning_history.json")["steps"]
     assert len(resumed) == len(straight) == 2
     assert [s["picks"] for s in resumed] == [s["picks"] for s in straight]
-    assert not (folder / "checkpoint_latest.pth.pruning.json").exists()
+
+    # a checkpoint_latest.pth copied ALONE into a fresh fold folder resumes to the same state
+    assert_restored(resume_dump(stamp, 3, tmp_path, crash_at=4), saved_state, 3)
+    # a checkpoint written before the key existed still resumes from its sidecar
+    assert_restored(resume_dump(stamp, 4, tmp_path, crash_at=4), saved_state, 3)
+
+
+def test_checkpoint_best_holds_the_network_validated_in_its_epoch(stamp):
+    folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
+    steps = load_json(folder / "pruning_history.json")["steps"]
+    saves = load_json(folder / "best_saves.json")
+    first_prune = steps[0]["epoch"]
+    assert any(s["epoch"] >= first_prune for s in saves), saves  # best was saved at pruned widths too
+    for s in saves:
+        assert s["saved"] == s["validated"], f"epoch {s['epoch']}: saved widths are not the validated ones"
+    # each step forgets the best EMA: checkpoint_best holds the final widths
+    best = torch.load(folder / "checkpoint_best.pth", map_location="cpu", weights_only=False)
+    assert best[CHECKPOINT_KEY]["steps"][-1]["widths"] == steps[-1]["widths"] == saves[-1]["saved"]
+    assert best["current_epoch"] - 1 >= steps[-1]["epoch"]
+
+
+def test_pruning_trainer_trains_and_predicts_fold_all(stamp, tmp_path):
+    stamp.run(["nnUNetv2_train", str(HIPPO_ID), "2d", "all", "-tr", STAMP, "-p", PLANS, "-device", "cpu"],
+              ext_trainers=True, training=True)
+    folder = fold_dir(stamp, STAMP, PLANS, "2d", "all")
+    history = load_json(folder / "pruning_history.json")
+    assert len(history["steps"]) == 2 and history["steps"][-1]["channels_left"] < sum(
+        history["initial_widths"].values())
+    out = tmp_path / "fold_all"
+    stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
+               "-d", str(HIPPO_ID), "-c", "2d", "-tr", STAMP, "-p", PLANS, "-f", "all", "-device", "cpu",
+               "-npp", "1", "-nps", "1"], ext_trainers=True)
+    assert len(list(out.glob("*.nii.gz"))) == 2
+
+
+def test_exported_pruned_folds_install_and_predict_elsewhere(stamp, tmp_path):
+    archive = tmp_path / "stamp.zip"
+    stamp.run(["nnUNetv2_export_model_to_zip", "-d", str(HIPPO_ID), "-o", str(archive), "-c", "3d_fullres",
+               "-tr", STAMP, "-p", PLANS, "-f", "0", "1"])
+    fresh = {"nnUNet_results": str(tmp_path / "fresh_results")}
+    stamp.run(["nnUNetv2_install_pretrained_model_from_zip", str(archive)], extra_env=fresh)
+    out = tmp_path / "installed"
+    stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
+               "-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", PLANS, "-f", "0", "1",
+               "-device", "cpu", "-npp", "1", "-nps", "1"], ext_trainers=True, extra_env=fresh)
+    assert test_dice(stamp, out) > MIN_DICE
 
 
 @pytest.mark.usefixtures("widest")
@@ -128,12 +201,13 @@ def test_pretrained_weights_from_a_pruned_run_fail_clearly(stamp):
     assert proc.returncode != 0 and "does not seem to be compatible" in proc.stderr + proc.stdout
 
 
-def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp):
+def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp, tmp_path):
     folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
     stamp.run(["nnunet_lean", "pruned-plans", "-d", str(HIPPO_ID), str(folder), "-o", "nnUNetPlansPrunedF0"])
     plans = load_json(stamp.dataset_dir(HIPPO_ID) / "nnUNetPlansPrunedF0.json")
     arch = plans["configurations"]["3d_fullres"]["architecture"]
-    assert arch["network_class_name"].endswith("PrunableUNet")
+    # the dotted path plans files of every version hold: nnU-Net resolves it with pydoc.locate
+    assert arch["network_class_name"] == "nnunet_lean.pruning.network.PrunableUNet"
     assert arch["arch_kwargs"]["unit_widths"] == load_json(folder / "pruning_history.json")["steps"][-1]["widths"]
     stamp.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerTiny",
                "-p", "nnUNetPlansPrunedF0", "-device", "cpu"], ext_trainers=True, training=True)
@@ -141,16 +215,19 @@ def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp):
     weights = torch.load(scratch, map_location="cpu", weights_only=False)["network_weights"]
     pruned = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in pruned.items()}
+    # ... and the stock predictor rebuilds that network from the plans file
+    out = predict(stamp, tmp_path / "scratch", "nnUNetTrainerTiny", "nnUNetPlansPrunedF0", "3d_fullres")
+    assert len(list(out.glob("*.nii.gz"))) == 2
 
 
 def test_report_measures_a_pruned_fold_at_its_trained_widths(stamp, tmp_path):
-    from nnunet_lean.reports import checkpoint_parameters, load_checkpoint
+    from nnunet_lean.runs import TrainedFold, checkpoint_parameters
 
     folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
     stamp.run(["nnunet_lean", "report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1",
                "--predict-repeats", "1", "-o", str(tmp_path / "r")], ext_trainers=True)
     default, pruned = load_json(tmp_path / "r.json")["results"]
-    assert pruned["parameters"] == checkpoint_parameters(load_checkpoint(str(folder / "checkpoint_final.pth")))
+    assert pruned["parameters"] == checkpoint_parameters(TrainedFold.open(folder).load("checkpoint_final.pth"))
     assert pruned["parameters"] < default["parameters"]
 
 

@@ -45,13 +45,13 @@ def test_random_baselines_are_seeded_and_respect_their_rule():
         ranking.choose("magnitude", scores, {"a": 2, "b": 3}, 1, np.random.default_rng(1))
 
 
-def test_activation_norms_are_fp32_l2_over_space_batch_mean_summed_over_passes():
+def test_activation_point_norms_are_fp32_l2_over_space_batch_mean_summed_over_passes():
     net = make_net().eval()
     x = torch.randn(2, 2, 16, 16, 16)
     captured = {}
     block = net.block("enc1.0")
     handle = block.nonlin.register_forward_hook(lambda m, i, o: captured.setdefault("out", o.detach().clone()))
-    with torch.no_grad(), ranking.ActivationNorms(net) as rec:
+    with torch.no_grad(), ranking.ChannelNorms(net, "activation") as rec:
         net(x)
         net(x)
     handle.remove()
@@ -63,6 +63,36 @@ def test_activation_norms_are_fp32_l2_over_space_batch_mean_summed_over_passes()
     assert not rec._handles  # hooks removed
 
 
+def test_conv_point_is_the_raw_conv_output_as_in_stamps_reference():
+    net = make_net().train()
+    first = net.block("enc0.0").conv  # its input is the network input itself: computable by hand
+    x = torch.randn(3, 2, 16, 16, 16)
+    with torch.no_grad(), ranking.ChannelNorms(net) as rec:  # "conv" is the default point
+        net(x)
+        by_hand = torch.nn.functional.conv3d(x, first.weight, first.bias, padding=1)
+    expected = by_hand[:, 4].flatten(1).norm(dim=1).mean()  # channel 4: L2 over space, batch mean
+    assert float(rec.sums["enc0.0"][4]) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown importance point"):
+        ranking.ChannelNorms(net, "bn")
+
+
+@pytest.mark.parametrize("point, changes", [("activation", True), ("conv", False)])
+def test_a_units_own_norm_gamma_moves_its_score_only_at_the_activation_point(point, changes):
+    net = make_net().eval()
+    x = torch.randn(2, 2, 16, 16, 16)
+
+    def scores():
+        with torch.no_grad(), ranking.ChannelNorms(net, point) as rec:
+            net(x)
+        return ranking.normalise(rec.sums)["enc1.1"]
+
+    before = scores()
+    with torch.no_grad():
+        net.block("enc1.1").norm.weight[2] *= 5.0
+    after = scores()
+    assert (not torch.allclose(before, after, rtol=1e-4)) == changes
+
+
 def test_schedule_leaves_recovery_epochs_and_stops_at_targets():
     from types import SimpleNamespace
 
@@ -70,7 +100,8 @@ def test_schedule_leaves_recovery_epochs_and_stops_at_targets():
 
     t = SimpleNamespace(prune_start_epoch=2, prune_every=2, prune_stop_epoch=None, num_epochs=10,
                         pruning_state={"done": False})
-    assert [e for e in range(10) if T.should_prune(t, e)] == [2, 4, 6]  # 8 would leave one recovery epoch
+    # a step opens its epoch: one at 8 leaves epochs 8 and 9 to recover, one at 9 would leave one
+    assert [e for e in range(10) if T.should_prune(t, e)] == [2, 4, 6, 8]
     t.prune_stop_epoch = 5
     assert [e for e in range(10) if T.should_prune(t, e)] == [2, 4]
     t.pruning_state["done"] = True
@@ -83,3 +114,12 @@ def test_schedule_leaves_recovery_epochs_and_stops_at_targets():
     assert T.target_reached(t)
     t.fractions_left = lambda: {"channels": 0.5, "params": 0.9}
     assert T.target_reached(t)
+
+
+def test_fold_all_gets_a_pruning_seed_of_its_own():
+    from types import SimpleNamespace
+
+    from nnunet_lean.pruning.trainer import nnUNetTrainerSTAMP as T
+
+    seeds = [T.fold_seed(SimpleNamespace(prune_seed=T.prune_seed, fold=f)) for f in (0, 1, 2, 3, 4, "all")]
+    assert len(set(seeds)) == 6 and all(isinstance(s, int) for s in seeds)

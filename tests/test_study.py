@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nnunet_lean.study import Study
+from nnunet_lean.study import Study, StudyError
 
 BUDGET = {"epochs": 30, "iters": 50, "num_train": 40}
 
@@ -14,14 +14,14 @@ def test_study_refuses_a_budget_other_than_the_one_it_began_with(tmp_path):
     study = Study(str(tmp_path), "/bin", "/trainers", dict(BUDGET))  # same budget: resumes
     assert study.train_env["NNUNET_LEAN_BUDGET_EPOCHS"] == "30" and study.train_env["NNUNET_LEAN_BUDGET_ITERS"] == "50"
     assert study.env["nnUNet_results"] == str(tmp_path / "results")
-    with pytest.raises(SystemExit, match="holds a study with budget .*another --workdir"):
+    with pytest.raises(StudyError, match="holds a study with budget .*another --workdir"):
         Study(str(tmp_path), "/bin", "/trainers", dict(BUDGET, epochs=20))
     assert json.loads((tmp_path / "budget.json").read_text()) == BUDGET  # left as it was
 
 
 def test_opening_only_an_existing_study_creates_nothing(tmp_path):
     work = tmp_path / "none"
-    with pytest.raises(SystemExit, match="no study in .*without --summary-only first"):
+    with pytest.raises(StudyError, match="no study in .*without --summary-only first"):
         Study(str(work), "/bin", "/trainers", BUDGET, create=False)
     assert not work.exists()
     Study(str(work), "/bin", "/trainers", BUDGET)

@@ -62,7 +62,7 @@ def test_largest_lean_nf_under_budget():
 def test_resolve_applies_each_choice_to_plan_widths():
     plan = [32, 64, 128, 256]
     assert resolve(WidthChoice(), plan) == plan
-    assert resolve(WidthChoice(nf=0), plan) == [32] * 4  # 0 = the plan's base width
+    assert resolve(WidthChoice.plan_base_lean(), plan) == [32] * 4  # the plan's first-stage width
     assert resolve(WidthChoice(nf=8), plan) == [8] * 4
     assert resolve(WidthChoice(scale=0.25), plan) == [8, 16, 32, 64]
     assert resolve(WidthChoice(base=4), [32, 64, 128, 256, 256]) == [4, 8, 16, 32, 64]  # the paper's Unet Nf=4
@@ -75,6 +75,8 @@ def test_resolve_applies_each_choice_to_plan_widths():
     ({"nf": 4, "scale": 0.5}, "only one of"),
     ({"base": 0}, "base must be >= 1"),
     ({"nf": -1}, "Nf must be >= 1"),
+    ({"nf": 0}, "Nf must be >= 1"),
+    ({"nf": 8, "nf_from_plan": True}, "only one of"),
     ({"scale": 0}, "scale must be > 0"),
     ({"budget": 0}, "budget must be >= 1"),
 ])
@@ -85,6 +87,6 @@ def test_width_choice_validation(kwargs, message):
 
 def test_residual_encoder_unet_gets_lean_widths():
     arch = architecture.unet(doubling(5, 32, 320), network="ResidualEncoderUNet")
-    new = architecture.apply_choice(arch, WidthChoice(nf=0), 1, 3)
+    new = architecture.apply_choice(arch, WidthChoice.plan_base_lean(), 1, 3)
     assert architecture.plan_widths(new) == [32] * 5
     assert architecture.count_parameters(new, 1, 3) * 10 < architecture.count_parameters(arch, 1, 3)

@@ -9,4 +9,5 @@ from nnunet_lean.training import (  # noqa: F401
     nnUNetTrainerScaled25, nnUNetTrainerQuick, nnUNetTrainerLeanQuick)
 from nnunet_lean.pruning.trainer import (  # noqa: F401
     nnUNetTrainerSTAMP, nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
-    nnUNetTrainerSTAMPQuick, nnUNetTrainerPruneRandomInSTAMPBlockQuick, nnUNetTrainerPruneRandomWidestQuick)
+    nnUNetTrainerSTAMPQuick, nnUNetTrainerPruneRandomInSTAMPBlockQuick, nnUNetTrainerPruneRandomWidestQuick,
+    nnUNetTrainerSTAMPActivation, nnUNetTrainerSTAMPActivationQuick)

@@ -10,10 +10,12 @@ from typing import Callable, Dict, Iterable, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_lean.errors import LeanError
+
 Case = Tuple[np.ndarray, np.ndarray]  # image (z, y, x) float32, label (z, y, x) uint8
 
 
-class DatasetError(ValueError):
+class DatasetError(LeanError, ValueError):
     """Bad request for a dataset; the message names the fix."""
 
 

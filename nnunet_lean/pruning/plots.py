@@ -2,7 +2,6 @@
 the pruning steps, (c) channels per block when 75 / 50 / 25 % of the channels remain."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Mapping
 
@@ -12,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from nnunet_lean.pruning.network import stage_widths  # noqa: E402
+from nnunet_lean.pruning.state import PLOT_FILE  # noqa: E402
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.25)
 
@@ -72,10 +72,6 @@ def _plot(state: dict, path: str) -> str:
 
 def plot_fold(fold_dir: str, out: str = None) -> str:
     """Render the plot from a finished (or running) fold folder's pruning history."""
-    from nnunet_lean.pruning.trainer import HISTORY_FILE, PLOT_FILE
-    src = os.path.join(fold_dir, HISTORY_FILE)
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"no {HISTORY_FILE} in {fold_dir}: give the fold_X folder of a pruning run")
-    with open(src) as f:
-        state = json.load(f)
-    return plot_history(state, out or os.path.join(fold_dir, PLOT_FILE))
+    from nnunet_lean.runs import TrainedFold  # runs reads checkpoints with torch: only this command needs it
+
+    return plot_history(TrainedFold.open(fold_dir).pruning_history(), out or os.path.join(fold_dir, PLOT_FILE))

@@ -15,20 +15,32 @@ Pick = Tuple[str, int]                 # (unit, channel index before this step's
 STRATEGIES = ("stamp", "random_stamp_block", "random_widest")
 
 
-class ActivationNorms:
-    """Context manager: for every unit, the L2 norm of each channel's activation over space,
-    averaged over the batch and summed over forward passes, in fp32. Hooks the unit output after
-    norm and nonlinearity (before targeted dropout), where InstanceNorm's rescaling is done."""
+POINTS = ("conv", "activation")
 
-    def __init__(self, net):
-        self.net = net
+
+class ChannelNorms:
+    """Context manager: for every unit, the L2 norm of each channel's output over space, averaged over
+    the batch and summed over forward passes, in fp32, measured at ``point``:
+
+    * ``"conv"``: the raw conv output, before any normalisation (STAMP's reference code);
+    * ``"activation"``: after norm and nonlinearity (before targeted dropout). After an affine
+      InstanceNorm this norm is set mostly by the norm's gamma and beta, not by the data.
+    """
+
+    def __init__(self, net, point: str = "conv"):
+        if point not in POINTS:
+            raise ValueError(f"unknown importance point {point!r}: one of {', '.join(POINTS)}")
+        self.net, self.point = net, point
         self.sums: Importance = {}
         self._handles = []
 
-    def __enter__(self) -> "ActivationNorms":
+    def __enter__(self) -> "ChannelNorms":
         for name in self.net.units:
             block = self.net.block(name)
-            target = getattr(block, "nonlin", None) or getattr(block, "norm", None) or block.conv
+            if self.point == "conv":
+                target = block.conv
+            else:
+                target = getattr(block, "nonlin", None) or getattr(block, "norm", None) or block.conv
             self._handles.append(target.register_forward_hook(self._hook(name)))
         return self
 

@@ -1,20 +1,30 @@
 """nnU-Net trainers that prune channels while training (STAMP and the LUnet paper's baselines).
 
-Schedule: train normally until ``prune_start_epoch``; then, every ``prune_every`` epochs,
-rank the conv units' channels on ``importance_batches`` training batches, remove
-``prune_channels_per_step`` channels, recompute targeted-dropout probabilities, rebuild the
+Schedule: train normally until ``prune_start_epoch``; then, every ``prune_every`` epochs, at the
+START of the epoch (after nnU-Net logged its start timestamp, so the step's time counts in that
+epoch's logged duration), rank the conv units' channels on ``importance_batches`` training batches,
+remove ``prune_channels_per_step`` channels, recompute targeted-dropout probabilities, rebuild the
 optimizer (the poly LR continues from the current epoch), and recover until the next step. Stop
 pruning when the remaining channel or parameter fraction reaches its target, or at
-``prune_stop_epoch``. Widths come back from the checkpoint's weights; the rest of what resuming
-needs (history, dropout probabilities, RNG) is saved as JSON beside each checkpoint, so nnU-Net's
-checkpoint format is untouched. A JSON history and a Fig.-3-style PNG land in the fold folder.
+``prune_stop_epoch``.
+
+Pruning at the start of an epoch means every checkpoint nnU-Net saves at an epoch's end holds the
+network that was trained and validated in that epoch. checkpoint_best is "the best EMA pseudo-Dice
+of the current widths": each prune step forgets the best EMA, so after the last step
+checkpoint_best holds the final architecture at its best validated epoch.
+
+Every checkpoint carries the pruning state (history, dropout probabilities, RNG) under one extra
+key (:data:`nnunet_lean.pruning.state.CHECKPOINT_KEY`), so a copied checkpoint resumes on its own;
+widths come back from its weights.
 """
 from __future__ import annotations
 
-import json
+import contextlib
+import copy
 import os
+import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -23,18 +33,17 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_lean import architecture
+from nnunet_lean import architecture, runs
 from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.training import QuickSchedule, ScheduleOverrides
-from nnunet_lean.pruning import ranking
+from nnunet_lean.pruning import ranking, state
 from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
 from nnunet_lean.pruning.network import PrunableUNet
+from nnunet_lean.pruning.plots import plot_history
+from nnunet_lean.pruning.state import HISTORY_FILE, PLOT_FILE  # noqa: F401  (re-exported: stored import path)
 
 PRUNABLE_CLASS = f"{PrunableUNet.__module__}.{PrunableUNet.__name__}"
 PLAIN_UNETS = ("dynamic_network_architectures.architectures.unet.PlainConvUNet", PRUNABLE_CLASS)
-HISTORY_FILE = "pruning_history.json"
-STATE_SUFFIX = ".pruning.json"  # beside each checkpoint: what resuming needs besides weights
-PLOT_FILE = "pruning.png"
 
 
 def prunable_architecture(arch: dict) -> dict:
@@ -48,11 +57,41 @@ def prunable_architecture(arch: dict) -> dict:
     return out
 
 
+class _TorchWithExtraSave:
+    """Stands in for ``torch`` inside nnU-Net's trainer module: ``save`` adds ``extra`` to the dict."""
+
+    def __init__(self, real, extra: dict):
+        self.torch, self.extra, self.saved = real, extra, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.torch, name)
+
+    def save(self, obj, f, *args, **kwargs):
+        self.saved = True
+        return self.torch.save({**obj, **self.extra}, f, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _extra_checkpoint_keys(extra: dict) -> Iterator[_TorchWithExtraSave]:
+    """nnUNetTrainer.save_checkpoint builds its dict and passes it to ``torch.save`` in one function,
+    with no hook. To store one more key without copying that function, and without writing the
+    (large) file twice (save, load, save again), the ``torch`` name of nnU-Net's trainer module is
+    swapped for this one call. ``proxy.saved`` tells whether nnU-Net's save went through it."""
+    module = sys.modules[nnUNetTrainer.__module__]
+    proxy = _TorchWithExtraSave(module.torch, extra)
+    module.torch = proxy
+    try:
+        yield proxy
+    finally:
+        module.torch = proxy.torch
+
+
 class nnUNetTrainerSTAMP(nnUNetTrainer):
-    """STAMP (Dinsdale et al. 2022): prune the channel with the lowest layer-normalised activation
-    norm; targeted channel dropout from the ranking. Defaults sized for nnU-Net's 1000 epochs."""
+    """STAMP (Dinsdale et al. 2022): prune the channel with the lowest layer-normalised L2 norm of its
+    raw conv output; targeted channel dropout from the ranking. Defaults sized for nnU-Net's 1000 epochs."""
 
     prune_strategy = "stamp"            # or "random_stamp_block", "random_widest"
+    importance_point = "conv"           # STAMP's reference: raw conv output, train mode; or "activation"
     prune_start_epoch = 100
     prune_every = 2                     # recovery epochs between pruning steps
     prune_channels_per_step = 8
@@ -82,12 +121,17 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
         self.network = torch.compile(net) if self._do_i_compile() else net
         self.optimizer, self.lr_scheduler = self.configure_optimizers()
         self.lr_scheduler.step(self.current_epoch)
-        if self.is_ddp:
-            self.network = DDP(self.network, device_ids=[self.local_rank])
+        if self.is_ddp:  # device_ids only for a CUDA module (DDP refuses them on CPU)
+            on_cuda = next(net.parameters()).device.type == "cuda"
+            self.network = DDP(self.network, device_ids=[self.local_rank] if on_cuda else None)
 
     @property
     def pruning_state(self) -> dict:
         return self.raw_network().pruning_state
+
+    def fold_seed(self) -> int:
+        """prune_seed + fold; fold 'all' (a string in nnU-Net) gets prune_seed - 1, unlike any numbered fold."""
+        return self.prune_seed + (self.fold if isinstance(self.fold, int) else -1)
 
     def initialize(self):
         super().initialize()
@@ -95,36 +139,40 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
         if not net.pruning_state:
             widths = net.widths()
             net.pruning_state = {
-                "strategy": self.prune_strategy, "initial_widths": widths,
-                "initial_params": net.num_parameters(), "steps": [], "done": False,
+                "strategy": self.prune_strategy, "importance_point": self.importance_point,
+                "initial_widths": widths, "initial_params": net.num_parameters(), "steps": [], "done": False,
                 "dropout": {n: self.dropout_p_init for n in widths},
-                "rng": np.random.default_rng(self.prune_seed + self.fold).bit_generator.state,
+                "rng": np.random.default_rng(self.fold_seed()).bit_generator.state,
             }
         net.set_dropout(net.pruning_state["dropout"])
 
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing:
-            write_json_atomically(self.pruning_state, filename + STATE_SUFFIX, indent=1)
+        with _extra_checkpoint_keys({state.CHECKPOINT_KEY: copy.deepcopy(self.pruning_state)}) as proxy:
+            super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing and not proxy.saved:
+            raise RuntimeError("nnU-Net's save_checkpoint no longer calls torch.save, so the pruning state was "
+                               "not stored: install the nnunetv2 version setup.py names")
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """Reshape to the checkpoint's widths and restore the pruning state before nnU-Net loads
         weights AND optimizer state (the optimizer must be built on the reshaped parameters)."""
         if not self.was_initialized:
             self.initialize()
-        if isinstance(filename_or_checkpoint, str):
-            sidecar = filename_or_checkpoint + STATE_SUFFIX
-            if not os.path.isfile(sidecar):
-                raise RuntimeError(f"{sidecar} is missing: a pruning run resumes only from checkpoints it wrote")
-            # read twice: nnU-Net 2.8.1's load_checkpoint accepts a dict by its signature but only works with a path
-            weights = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)["network_weights"]
-            net = self.raw_network()
-            net.reshape_to(weights, "module." if any(k.startswith("module.") for k in weights) else "")
-            with open(sidecar) as f:
-                net.pruning_state = json.load(f)
-            net.set_dropout(net.pruning_state["dropout"])
-            self.rebuild_after_surgery()
-        super().load_checkpoint(filename_or_checkpoint)
+        path = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else None
+        # read here and again by nnU-Net: 2.8.1's load_checkpoint takes a dict by its signature but works
+        # only with a path, and the network must be reshaped before nnU-Net loads the optimizer state
+        checkpoint = runs.load_checkpoint(path) if path else filename_or_checkpoint
+        restored = state.from_checkpoint(checkpoint, path)
+        if restored is None:
+            raise RuntimeError(f"{path or 'the checkpoint'} holds no pruning state: --c resumes only checkpoints "
+                               "of a pruning trainer (start from other weights with -pretrained_weights)")
+        weights = checkpoint["network_weights"]
+        net = self.raw_network()
+        net.reshape_to(weights, "module." if any(k.startswith("module.") for k in weights) else "")
+        net.pruning_state = restored
+        net.set_dropout(restored["dropout"])
+        self.rebuild_after_surgery()
+        super().load_checkpoint(filename_or_checkpoint)  # positional: renamed after nnunetv2 2.8.1
 
     # --- schedule ------------------------------------------------------------------------------
     def fractions_left(self) -> Dict[str, float]:
@@ -140,26 +188,31 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
                     and left["params"] <= self.prune_target_param_fraction))
 
     def should_prune(self, epoch: int) -> bool:
-        stop = self.num_epochs - self.prune_every
+        """Whether a step opens ``epoch``: from prune_start_epoch, every prune_every epochs, leaving
+        epochs epoch .. num_epochs-1 (at least prune_every of them) to recover."""
+        stop = self.num_epochs - self.prune_every + 1
         if self.prune_stop_epoch is not None:
             stop = min(stop, self.prune_stop_epoch)
         return (not self.pruning_state["done"] and self.prune_start_epoch <= epoch < stop
                 and (epoch - self.prune_start_epoch) % self.prune_every == 0)
 
-    def on_epoch_end(self):
+    def on_epoch_start(self):
+        super().on_epoch_start()  # logs the epoch's start timestamp: the step's time counts in this epoch
         if self.should_prune(self.current_epoch):
             if self.target_reached():
                 self.pruning_state["done"] = True
             else:
                 self.prune_step()
-        super().on_epoch_end()
 
     # --- one pruning step -----------------------------------------------------------------------
     def measure_importance(self) -> ranking.Importance:
+        """Per-unit channel norms over ``importance_batches`` training batches, all-reduced over ranks.
+        At the "conv" point in train mode, as STAMP's reference does (its full pass over the training
+        data is ``importance_batches`` = cases / batch size); at "activation" in eval mode."""
         net = self.raw_network()
         was_training = net.training
-        net.eval()
-        with torch.no_grad(), ranking.ActivationNorms(net) as rec:
+        net.train(self.importance_point == "conv")
+        with torch.no_grad(), ranking.ChannelNorms(net, self.importance_point) as rec:
             for _ in range(self.importance_batches):
                 net(next(self.dataloader_train)["data"].to(self.device, non_blocking=True))
         net.train(was_training)
@@ -179,34 +232,41 @@ class nnUNetTrainerSTAMP(nnUNetTrainer):
         st["dropout"] = ranking.dropout_probabilities(ranking.without(scores, picks), self.dropout_p_max)
         net.set_dropout(st["dropout"])
         self.rebuild_after_surgery()
+        self._best_ema = None  # "best" is among epochs at the current widths
         left = self.fractions_left()
-        dice = self.logger.get_value("mean_fg_dice", step=-1)
-        record = {"step": len(st["steps"]) + 1, "epoch": self.current_epoch, "picks": picks,
+        dice_log = self.logger.get_value("mean_fg_dice", step=None)
+        dice = float(dice_log[-1]) if dice_log else None  # the previous epoch's, before this step
+        record = {"step": len(st["steps"]) + 1, "epoch": self.current_epoch, "picks": [list(p) for p in picks],
                   "channels_left": sum(net.widths().values()), "channel_fraction": round(left["channels"], 5),
-                  "params": net.num_parameters(), "pseudo_dice": float(dice),
+                  "params": net.num_parameters(), "pseudo_dice": dice,
                   "seconds": round(time.perf_counter() - start, 4), "widths": net.widths()}
         st["steps"].append(record)
         what = ", ".join(f"{n}:{c}" for n, c in picks)
         self.print_to_log_file(
-            f"prune step {record['step']} (epoch {self.current_epoch}, {self.prune_strategy}): removed {what}; "
-            f"{record['channels_left']} channels left ({100 * left['channels']:.1f} %), "
-            f"{record['params']:,} params, pseudo-Dice {dice:.4f}")
+            f"prune step {record['step']} (start of epoch {self.current_epoch}, {self.prune_strategy}, "
+            f"{self.importance_point}): removed {what}; {record['channels_left']} channels left "
+            f"({100 * left['channels']:.1f} %), {record['params']:,} params, previous pseudo-Dice "
+            + ("n/a" if dice is None else f"{dice:.4f}"))
         self.write_history()
 
     def write_history(self) -> None:
         if self.local_rank == 0:
-            st = {k: v for k, v in self.pruning_state.items() if k != "rng"}
-            write_json_atomically(st, os.path.join(self.output_folder, HISTORY_FILE), indent=1)
+            write_json_atomically(state.history_of(self.pruning_state),
+                                  os.path.join(self.output_folder, HISTORY_FILE), indent=1)
 
     def on_train_end(self):
-        super().on_train_end()  # removes checkpoint_latest.pth: its sidecar goes too
+        super().on_train_end()  # removes checkpoint_latest.pth: a legacy sidecar of it goes too
         if self.local_rank == 0:
-            latest = os.path.join(self.output_folder, "checkpoint_latest.pth" + STATE_SUFFIX)
-            if os.path.isfile(latest):
-                os.remove(latest)
+            legacy = os.path.join(self.output_folder, "checkpoint_latest.pth" + state.LEGACY_SUFFIX)
+            if os.path.isfile(legacy):
+                os.remove(legacy)
             self.write_history()
-            from nnunet_lean.pruning.plots import plot_history
             plot_history(self.pruning_state, os.path.join(self.output_folder, PLOT_FILE))
+
+
+class nnUNetTrainerSTAMPActivation(nnUNetTrainerSTAMP):
+    """STAMP ranked after norm and nonlinearity, in eval mode (this project's first measuring point)."""
+    importance_point = "activation"
 
 
 class nnUNetTrainerPruneRandomInSTAMPBlock(nnUNetTrainerSTAMP):
@@ -220,7 +280,7 @@ class nnUNetTrainerPruneRandomWidest(nnUNetTrainerSTAMP):
 
 
 class QuickPruning(ScheduleOverrides):
-    """A CPU-sized pruning schedule: 12 epochs x 20 iterations, 16 channels after epochs 2..9."""
+    """A CPU-sized pruning schedule: 12 epochs x 20 iterations, 16 channels at the start of epochs 2..9."""
     schedule = dict(QuickSchedule.schedule, prune_start_epoch=2, prune_every=1, prune_stop_epoch=10,
                     prune_channels_per_step=16, importance_batches=4)
 
@@ -234,4 +294,8 @@ class nnUNetTrainerPruneRandomInSTAMPBlockQuick(QuickPruning, nnUNetTrainerPrune
 
 
 class nnUNetTrainerPruneRandomWidestQuick(QuickPruning, nnUNetTrainerPruneRandomWidest):
+    pass
+
+
+class nnUNetTrainerSTAMPActivationQuick(QuickPruning, nnUNetTrainerSTAMPActivation):
     pass

@@ -6,13 +6,13 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
-                                         nnUNetTrainerSTAMP)
-from nnunet_lean.training import ScheduleOverrides
+                                         nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
+from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
 
 
 class nnUNetTrainerSTAMPOverheadBench(ScheduleOverrides, nnUNetTrainerSTAMP):
     """nnU-Net's own epoch (250 training + 50 validation iterations) and STAMP's defaults for a
-    pruning step (10 ranking batches, 8 channels), 3 epochs, one pruning step after epoch 1."""
+    pruning step (10 ranking batches, 8 channels), 3 epochs, one pruning step opening epoch 1."""
     schedule = {"num_epochs": 3, "prune_start_epoch": 1, "prune_every": 1, "prune_stop_epoch": 2}
 
 
@@ -50,9 +50,45 @@ class nnUNetTrainerSTAMPBudget(BudgetSchedule, nnUNetTrainerSTAMP):
     pass
 
 
+class nnUNetTrainerSTAMPActivationBudget(BudgetSchedule, nnUNetTrainerSTAMPActivation):
+    pass
+
+
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
     pass
 
 
 class nnUNetTrainerPruneRandomWidestBudget(BudgetSchedule, nnUNetTrainerPruneRandomWidest):
+    pass
+
+
+class CheckSchedule:
+    """scripts/gpu_check.sh: NNUNET_LEAN_CHECK_EPOCHS x NNUNET_LEAN_CHECK_ITERS (default 6 x 10); a pruning
+    trainer removes 8 channels at the start of epochs 1, 2 and 3. NNUNET_LEAN_CHECK_INTERRUPT=E ends
+    the process after epoch E as a kill would (exit code 3), to be resumed with --c."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = int(os.environ.get("NNUNET_LEAN_CHECK_EPOCHS", "6"))
+        self.num_iterations_per_epoch = int(os.environ.get("NNUNET_LEAN_CHECK_ITERS", "10"))
+        self.num_val_iterations_per_epoch = 2
+        self.prune_start_epoch, self.prune_every, self.prune_stop_epoch = 1, 1, 4
+        self.prune_channels_per_step, self.importance_batches, self.save_every = 8, 2, 1
+
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        if os.environ.get("NNUNET_LEAN_CHECK_INTERRUPT") == str(self.current_epoch):
+            os._exit(3)
+
+
+class nnUNetTrainerCheck(CheckSchedule, nnUNetTrainer):
+    pass
+
+
+class nnUNetTrainerLeanCheck(CheckSchedule, nnUNetTrainerLean):
+    pass
+
+
+class nnUNetTrainerSTAMPCheck(CheckSchedule, nnUNetTrainerSTAMP):
     pass

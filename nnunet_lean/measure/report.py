@@ -1,5 +1,5 @@
 """`nnunet_lean report`: the plan's default network against lean / scaled / pruned variants,
-measured in one process (see :mod:`nnunet_lean.measure`), as a markdown table and a JSON file."""
+measured in one process (see :mod:`nnunet_lean.measure.networks`), as a markdown table and a JSON file."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from nnunet_lean import measure
+from nnunet_lean import runs
+from nnunet_lean.measure import networks as measure
 from nnunet_lean.plans_modifier import PlansError, load_plans
 
 
@@ -43,14 +44,10 @@ def candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tup
     out = [("nnU-Net default (nnUNetTrainer)", nnUNetTrainer, None)]
     for name in trainers:
         out.append((name, find(name), None))
-    for fold in pruned_folds:
-        ckpt = os.path.join(fold, "checkpoint_final.pth")
-        if not os.path.isfile(ckpt):
-            raise PlansError(f"no checkpoint_final.pth in {fold}: give the fold_X folder of a finished run")
-        trainer = os.path.basename(os.path.dirname(os.path.abspath(fold))).split("__")[0]
-        cls = find(trainer)
-        weights = torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"]
-        out.append((f"{trainer} {os.path.basename(os.path.normpath(fold))} (as trained)", cls, weights))
+    for fold_dir in pruned_folds:
+        run = runs.TrainedFold.open(fold_dir)
+        weights = run.weights("checkpoint_final.pth")
+        out.append((f"{run.trainer} {run.path.name} (as trained)", find(run.trainer), weights))
     return out
 
 
@@ -121,7 +118,7 @@ def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str]
 
 def write(results: List[measure.Measurement], meta: dict, out_prefix: str) -> Tuple[str, str]:
     from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
-    from nnunet_lean.reports import markdown_table
+    from nnunet_lean.tables import markdown_table
     base = results[0]
     table = markdown_table([r.as_row(base) for r in results])
     header = (f"{meta['dataset']} / {meta['plans']} / {meta['configuration']}: patch {meta['patch_size']}, "

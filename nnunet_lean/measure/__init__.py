@@ -1,0 +1,3 @@
+"""Measuring networks: ``networks`` times a training step, its peak tensor memory, FLOPs and a
+sliding-window prediction of several networks in one process; ``report`` is the ``nnunet_lean report``
+command built on it (default network vs lean / scaled / pruned on a dataset's plans)."""
