@@ -4,6 +4,7 @@ import os
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
 from nnunet_lean.pruning.trainer import nnUNetTrainerPruneRandomWidest, nnUNetTrainerSTAMP
 from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
@@ -16,32 +17,61 @@ class TinySchedule(ScheduleOverrides):
     schedule = TINY
 
 
-class nnUNetTrainerTiny(TinySchedule, nnUNetTrainer):
+class AdamRecipe:
+    """nnU-Net's own nnUNetTrainerVanillaAdam optimizer (Adam, lr 1e-2, poly). Under nnU-Net's SGD a
+    narrow network's full-resolution output can stay all background for hundreds of steps (measured in
+    docs/learning.md); with it, the Dice the plain-training tests assert is reliably reached in 150 steps.
+    The pruning trainers keep nnU-Net's SGD (their resume test checks its momentum buffers)."""
+    configure_optimizers = nnUNetTrainerVanillaAdam.configure_optimizers
+
+
+class nnUNetTrainerTiny(AdamRecipe, TinySchedule, nnUNetTrainer):
     pass
 
 
-class nnUNetTrainerLeanTiny(TinySchedule, nnUNetTrainerLean):
+class nnUNetTrainerLeanTiny(AdamRecipe, TinySchedule, nnUNetTrainerLean):
     pass
 
 
 class TinyPruning(ScheduleOverrides):
-    """6 epochs x 25 iterations; prune 6 channels after epochs 1 and 2."""
+    """6 epochs x 25 iterations; prune 6 channels at the start of epochs 1 and 2."""
     schedule = dict(TINY, prune_start_epoch=1, prune_every=1, prune_stop_epoch=3,
                     prune_channels_per_step=6, importance_batches=2)
 
 
-class nnUNetTrainerSTAMPTiny(TinyPruning, nnUNetTrainerSTAMP):
-    """Fold f prunes 6 + 2f channels per step, so folds always end at different widths."""
+class RecordBestSaves:
+    """Appends to FOLD/best_saves.json, at every checkpoint_best save, the epoch, the unit widths in the
+    file just written and the widths of the network validated in that epoch."""
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self._validated_widths = self.raw_network().widths()
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if os.path.basename(filename) == "checkpoint_best.pth":
+            from nnunet_lean.pruning.network import unit_widths_of
+            weights = torch.load(filename, map_location="cpu", weights_only=False)["network_weights"]
+            path = os.path.join(self.output_folder, "best_saves.json")
+            saves = json.load(open(path)) if os.path.isfile(path) else []
+            saves.append({"epoch": self.current_epoch, "validated": self._validated_widths,
+                          "saved": unit_widths_of(weights, self.raw_network().units.values())})
+            with open(path, "w") as f:
+                json.dump(saves, f)
+
+
+class nnUNetTrainerSTAMPTiny(RecordBestSaves, TinyPruning, nnUNetTrainerSTAMP):
+    """Fold f prunes 6 + 2f channels per step (fold 'all': 12), so folds end at different widths."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.prune_channels_per_step = 6 + 2 * fold
+        self.prune_channels_per_step = 6 + 2 * (fold if isinstance(fold, int) else 3)
 
 
 class ResumeSchedule(ScheduleOverrides):
-    """6 short epochs (10 iterations); prune 6 channels after epochs 1 and 3, so the checkpoint
-    after epoch 2 holds a used optimizer and one pruning step."""
+    """6 short epochs (10 iterations); prune 6 channels at the start of epochs 1 and 3, so the
+    checkpoint after epoch 2 holds a used optimizer and one pruning step."""
     schedule = {"num_epochs": 6, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 2,
                 "prune_start_epoch": 1, "prune_every": 2, "prune_stop_epoch": None,
                 "prune_channels_per_step": 6, "importance_batches": 2, "save_every": 1}
