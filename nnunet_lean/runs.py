@@ -115,10 +115,7 @@ class TrainedFold:
 
     def pruning_history(self) -> dict:
         """The fold's pruning history file; RunError when this is not a pruning run."""
-        try:
-            return pruning_state.read_history(str(self.path))
-        except FileNotFoundError as e:
-            raise RunError(str(e)) from None
+        return pruning_state.read_history(str(self.path))
 
 
 # --- what a checkpoint holds ----------------------------------------------------------------------

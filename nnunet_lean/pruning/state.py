@@ -12,6 +12,8 @@ import json
 import os
 from typing import Mapping, Optional
 
+from nnunet_lean.errors import RunError
+
 HISTORY_FILE = "pruning_history.json"   # the state without the RNG, rewritten after every step
 PLOT_FILE = "pruning.png"
 CHECKPOINT_KEY = "nnunet_lean_pruning"  # extra top-level key of every checkpoint a pruning trainer writes
@@ -36,9 +38,9 @@ def from_checkpoint(checkpoint: Mapping, path: Optional[str] = None) -> Optional
 
 
 def read_history(fold_dir: str) -> dict:
-    """A fold folder's pruning history; FileNotFoundError names the fix."""
+    """A fold folder's pruning history; RunError names the fix."""
     src = os.path.join(fold_dir, HISTORY_FILE)
     if not os.path.isfile(src):
-        raise FileNotFoundError(f"no {HISTORY_FILE} in {fold_dir}: give the fold_X folder of a pruning run")
+        raise RunError(f"no {HISTORY_FILE} in {fold_dir}: give the fold_X folder of a pruning run")
     with open(src) as f:
         return json.load(f)
