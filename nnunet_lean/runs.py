@@ -32,9 +32,9 @@ def fold_folder(dataset_results: Union[str, Path], trainer: str, plans: str, con
     return Path(dataset_results) / model_folder_name(trainer, plans, configuration) / f"fold_{fold}"
 
 
-def load_checkpoint(path: Union[str, Path]) -> dict:
-    """A checkpoint as nnU-Net wrote it (on the CPU)."""
-    return torch.load(str(path), map_location="cpu", weights_only=False)
+def load_checkpoint(path: Union[str, Path], mmap: bool = False) -> dict:
+    """A checkpoint as nnU-Net wrote it (on the CPU); ``mmap``: tensors are read only when touched."""
+    return torch.load(str(path), map_location="cpu", weights_only=False, mmap=mmap)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_lean import architecture
+from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
 from nnunet_lean.widths import WidthChoice
 
 
@@ -31,38 +33,71 @@ class nnUNetTrainerWidths(nnUNetTrainer):
                                   deep_supervision=enable_deep_supervision)
 
 
-class nnUNetTrainerLean(nnUNetTrainerWidths):
-    """LUnet: every stage gets the plan's first-stage width (32 in stock plans)."""
+class nnUNetTrainerLean(LeanRecipe, nnUNetTrainerWidths):
+    """LUnet: every stage gets the plan's first-stage width (32 in stock plans); the lean recipe."""
     width_choice = WidthChoice.plan_base_lean()
 
 
-class nnUNetTrainerLean_Nf4(nnUNetTrainerWidths):
+class nnUNetTrainerLean_Nf4(nnUNetTrainerLean):
     width_choice = WidthChoice(nf=4)
 
 
-class nnUNetTrainerLean_Nf8(nnUNetTrainerWidths):
+class nnUNetTrainerLean_Nf8(nnUNetTrainerLean):
     width_choice = WidthChoice(nf=8)
 
 
-class nnUNetTrainerLean_Nf16(nnUNetTrainerWidths):
+class nnUNetTrainerLean_Nf16(nnUNetTrainerLean):
     width_choice = WidthChoice(nf=16)
 
 
-class nnUNetTrainerLean_Nf64(nnUNetTrainerWidths):
+class nnUNetTrainerLean_Nf64(nnUNetTrainerLean):
     width_choice = WidthChoice(nf=64)
 
 
-class nnUNetTrainerScaled75(nnUNetTrainerWidths):
-    """The paper's linearly scaled-down U-Net: every stage at 75 % of the plan's width."""
+class nnUNetTrainerScaled75(LeanRecipe, nnUNetTrainerWidths):
+    """The paper's linearly scaled-down U-Net: every stage at 75 % of the plan's width; the lean recipe."""
     width_choice = WidthChoice(scale=0.75)
 
 
-class nnUNetTrainerScaled50(nnUNetTrainerWidths):
+class nnUNetTrainerScaled50(nnUNetTrainerScaled75):
     width_choice = WidthChoice(scale=0.5)
 
 
-class nnUNetTrainerScaled25(nnUNetTrainerWidths):
+class nnUNetTrainerScaled25(nnUNetTrainerScaled75):
     width_choice = WidthChoice(scale=0.25)
+
+
+# the same networks under nnU-Net's own recipe (SGD), as before the lean recipe existed
+class nnUNetTrainerLeanSGD(NnunetRecipe, nnUNetTrainerLean):
+    pass
+
+
+class nnUNetTrainerLean_Nf4SGD(NnunetRecipe, nnUNetTrainerLean_Nf4):
+    pass
+
+
+class nnUNetTrainerLean_Nf8SGD(NnunetRecipe, nnUNetTrainerLean_Nf8):
+    pass
+
+
+class nnUNetTrainerLean_Nf16SGD(NnunetRecipe, nnUNetTrainerLean_Nf16):
+    pass
+
+
+class nnUNetTrainerLean_Nf64SGD(NnunetRecipe, nnUNetTrainerLean_Nf64):
+    pass
+
+
+class nnUNetTrainerScaled75SGD(NnunetRecipe, nnUNetTrainerScaled75):
+    pass
+
+
+class nnUNetTrainerScaled50SGD(NnunetRecipe, nnUNetTrainerScaled50):
+    pass
+
+
+class nnUNetTrainerScaled25SGD(NnunetRecipe, nnUNetTrainerScaled25):
+    pass
 
 
 class ScheduleOverrides:
@@ -89,5 +124,10 @@ class nnUNetTrainerQuick(QuickSchedule, nnUNetTrainer):
     """Stock network, quick schedule (the demo's baseline)."""
 
 
+class nnUNetTrainerVanillaAdamQuick(QuickSchedule, nnUNetTrainerVanillaAdam):
+    """The plans' network with the lean recipe (nnU-Net's own VanillaAdam), quick schedule: the demo
+    trains both plans with it, so both rows use one recipe."""
+
+
 class nnUNetTrainerLeanQuick(QuickSchedule, nnUNetTrainerLean):
-    """LUnet, quick schedule (the demo's lean run)."""
+    """LUnet, quick schedule, the lean recipe."""

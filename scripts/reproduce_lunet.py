@@ -1,10 +1,13 @@
 """The LUnet paper's study (Table II / Fig. 4) in a CPU-sized form, through the stock nnU-Net commands.
 
     python scripts/reproduce_lunet.py [--workdir ~/.cache/nnunet-lean/repro] [--epochs 30 --iters 50]
+                                      [--recipe lean|nnunet]
 
 Hippocampus-like 64^3 data; nnU-Net's 5-stage plan with the paper's widths: Unet Nf=4 (4..64,
 doubling), its linear 75/50/25 % (Nf 3/2/1), LUnet Nf=8 and Nf=4, and on Unet Nf=4 the pruning runs
-STAMP, random@STAMP-block and random@widest, plus STAMP's pruned widths retrained from scratch.
+STAMP (ranked at the conv output and after the activation), random@STAMP-block and random@widest,
+plus STAMP's pruned widths retrained from scratch. Every run trains with one recipe: ``--recipe lean``
+(nnunet_lean.recipe: Adam, lr 1e-2, poly) or ``nnunet`` (nnU-Net's SGD: the *BudgetSGD trainers).
 Every variant is trained on folds 0..2 (three replicates: other training split, other pruning seed)
 with the same budget, then predicts the held-out test cases. Every step is skipped when its result
 exists, so an interrupted study resumes where it stopped. Writes results.json, results.md, pareto.png.
@@ -36,9 +39,11 @@ VARIANTS = {
     "LUnet Nf=8": ("LUnetNf8", "nnUNetTrainerBudget"),
     "LUnet Nf=4": ("LUnetNf4", "nnUNetTrainerBudget"),
     "STAMP": ("UnetNf4", "nnUNetTrainerSTAMPBudget"),
+    "STAMP (activation)": ("UnetNf4", "nnUNetTrainerSTAMPActivationBudget"),
     "random @ STAMP block": ("UnetNf4", "nnUNetTrainerPruneRandomInSTAMPBlockBudget"),
     "random @ widest": ("UnetNf4", "nnUNetTrainerPruneRandomWidestBudget"),
 }
+RECIPES = {"lean": "", "nnunet": "SGD"}   # recipe: suffix of the trainers' names
 DERIVED_PLANS = [("UnetNf4", "nnUNetPlans", ["--base", "4"]), ("LUnetNf8", "nnUNetPlans", ["--nf", "8"]),
                  ("LUnetNf4", "nnUNetPlans", ["--nf", "4"])] + \
                 [(f"UnetNf4_Scaled{p}", "UnetNf4", ["--scale", str(p / 100)]) for p in (75, 50, 25)]
@@ -53,14 +58,17 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--num-train", type=int, default=40)
     ap.add_argument("--num-test", type=int, default=10)
+    ap.add_argument("--recipe", choices=RECIPES, default="lean",
+                    help="lean: nnunet_lean.recipe (Adam 1e-2, poly); nnunet: nnU-Net's SGD (*BudgetSGD trainers)")
     ap.add_argument("--summary-only", action="store_true",
                     help="write results.md/json and pareto.png from the runs finished so far; train nothing")
     args = ap.parse_args()
     study = Study(args.workdir, str(BIN), str(TRAINERS),
-                  {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test")},
+                  {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test", "recipe")},
                   create=not args.summary_only)
     if args.summary_only:
-        runs = [dict(variant=label, **r) for fold in args.folds for label, plans, trainer in runs_of_fold(fold)
+        runs = [dict(variant=label, **r) for fold in args.folds
+                for label, plans, trainer in runs_of_fold(fold, args.recipe)
                 if (r := study.result(NAME, plans, trainer, fold))]
         if not runs:
             sys.exit(f"no finished run in {args.workdir} yet")
@@ -76,9 +84,9 @@ def main() -> int:
                                            "-o", target, "-c", "3d_fullres", *how])
     runs = []
     for fold in args.folds:
-        for label, plans, trainer in runs_of_fold(fold):
+        for label, plans, trainer in runs_of_fold(fold, args.recipe):
             if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists():
-                stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)
+                stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)  # conv point
                 study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
                                               stamp["fold_dir"], "-o", plans])
             runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
@@ -90,11 +98,12 @@ def scratch_plans(fold: int) -> str:
     return f"UnetNf4_STAMPf{fold}"
 
 
-def runs_of_fold(fold: int) -> list:
+def runs_of_fold(fold: int, recipe: str) -> list:
     """(variant, plans, trainer) of every run of one fold, in training order; the last one retrains
     STAMP's pruned widths of this fold from scratch."""
-    return [(label, plans, trainer) for label, (plans, trainer) in VARIANTS.items()] + \
-        [("STAMP widths, retrained from scratch", scratch_plans(fold), "nnUNetTrainerBudget")]
+    suffix = RECIPES[recipe]
+    return [(label, plans, trainer + suffix) for label, (plans, trainer) in VARIANTS.items()] + \
+        [("STAMP widths, retrained from scratch", scratch_plans(fold), "nnUNetTrainerBudget" + suffix)]
 
 
 def summarise(runs: list, work: Path, args) -> None:
@@ -112,14 +121,34 @@ def summarise(runs: list, work: Path, args) -> None:
                          for r in rs)})
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
-              f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}")
-    table = markdown_table(rows)
+              f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}, "
+              f"recipe {RECIPE_TEXT[args.recipe]} for every run")
+    table = markdown_table(rows) + "\n\n" + goals(runs)
     per_run = ("Every run; validation Dice of each deep-supervision output, full resolution first "
                "(`nnunet_lean deep-supervision-dice`):\n\n" + markdown_table(per_run_rows(by)))
     write_text_atomically(header + "\n\n" + table + "\n\n" + per_run + "\n", str(work / "results.md"))
     write_json_atomically({"budget": vars(args), "runs": runs}, str(work / "results.json"), indent=1)
     pareto(by, work / "pareto.png", header)
     print(header + "\n\n" + table, flush=True)
+
+
+RECIPE_TEXT = {"lean": "lean (Adam, lr 1e-2, poly; nnunet_lean.recipe)",
+               "nnunet": "nnU-Net's (SGD, lr 1e-2, Nesterov 0.99, poly)"}
+STUCK = 0.05  # the learning issue's bar: below this Dice an output has not learned
+
+
+def goals(runs: list) -> str:
+    """The learning issue's two goals, counted: runs whose full-resolution test Dice is below 0.05, and
+    per deep-supervision output that carries loss weight (all but the coarsest), runs whose validation
+    Dice is below 0.05."""
+    stuck = [f"{r['variant']} f{r['fold']}" for r in runs if r["dice"] < STUCK]
+    per_output = [r["validation_dice_per_output"][:-1] for r in runs if r.get("validation_dice_per_output")]
+    names = ["full", "1/2", "1/4", "1/8", "1/16"]
+    counts = " / ".join(f"{names[i]} {sum(1 for o in per_output if len(o) > i and o[i] < STUCK)}"
+                        for i in range(max((len(o) for o in per_output), default=0)))
+    return (f"Runs with full-resolution test Dice < {STUCK}: {len(stuck)} of {len(runs)}"
+            + (f" ({', '.join(stuck)})" if stuck else "")
+            + f". Outputs with loss weight and validation Dice < {STUCK} (of {len(per_output)} runs): {counts or '-'}.")
 
 
 def by_variant(runs: list) -> dict:

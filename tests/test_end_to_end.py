@@ -107,3 +107,34 @@ def test_deep_supervision_dice_reads_every_output_at_its_resolution(trained):
     # full resolution agrees with nnU-Net's own validation of the fold (which mirrors and averages per case)
     validation = load_json(folder / "validation" / "summary.json")["foreground_mean"]["Dice"]
     assert rows[0][1] > MIN_DICE and abs(rows[0][1] - validation) < 0.05, (rows, validation)
+
+
+def test_resume_refuses_a_checkpoint_of_another_recipe(trained):
+    """A run begun with nnU-Net's SGD before nnUNetTrainerLean had the lean recipe: --c refuses it and
+    names the trainer that has the old recipe; under that trainer's name it resumes."""
+    from nnunet_lean.recipe import NnunetRecipe
+    ckpt = torch.load(fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres") / "checkpoint_final.pth",
+                      map_location="cpu", weights_only=False)
+    # one parameter per stored tensor (torch.save keeps the network's shared modules shared)
+    params = [torch.nn.Parameter(w.float()) for w in
+              {w.data_ptr(): w for w in ckpt["network_weights"].values()}.values()]
+
+    class Old:  # what nnU-Net's configure_optimizers reads
+        network, initial_lr, weight_decay, num_epochs = torch.nn.ParameterList(params), 1e-2, 3e-5, 1000
+    ckpt["optimizer_state"] = NnunetRecipe.configure_optimizers(Old())[0].state_dict()
+    ckpt["current_epoch"] = 1000  # nnUNetTrainerLean's last epoch: resuming trains no further epoch
+    folder = fold_dir(trained, "nnUNetTrainerLean", "nnUNetPlans", "3d_fullres")
+    folder.mkdir(parents=True)
+    torch.save(ckpt, folder / "checkpoint_latest.pth")
+    args = ["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-p", "nnUNetPlans", "-device", "cpu", "--c"]
+    proc = trained.run(args + ["-tr", "nnUNetTrainerLean"], training=True, check=False)
+    assert proc.returncode != 0 and not (folder / "checkpoint_final.pth").exists()
+    assert ("this checkpoint was trained with SGD, lr 0.01, but nnUNetTrainerLean now trains with Adam, lr 0.01: "
+            "resume it with -tr nnUNetTrainerLeanSGD after renaming the folder "
+            "nnUNetTrainerLean__nnUNetPlans__3d_fullres to nnUNetTrainerLeanSGD__nnUNetPlans__3d_fullres") \
+        in proc.stderr, proc.stderr[-2000:]
+    renamed = fold_dir(trained, "nnUNetTrainerLeanSGD", "nnUNetPlans", "3d_fullres").parent
+    folder.parent.rename(renamed)
+    trained.run(args + ["-tr", "nnUNetTrainerLeanSGD"], training=True)
+    final = torch.load(renamed / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["optimizer_state"]["param_groups"][0]["momentum"] == 0.99 and final["current_epoch"] == 1000

@@ -6,8 +6,12 @@ for an editable install point ``nnUNet_extTrainer`` at this folder instead.
 from nnunet_lean.training import (  # noqa: F401
     nnUNetTrainerWidths, nnUNetTrainerLean, nnUNetTrainerLean_Nf4, nnUNetTrainerLean_Nf8,
     nnUNetTrainerLean_Nf16, nnUNetTrainerLean_Nf64, nnUNetTrainerScaled75, nnUNetTrainerScaled50,
-    nnUNetTrainerScaled25, nnUNetTrainerQuick, nnUNetTrainerLeanQuick)
+    nnUNetTrainerScaled25, nnUNetTrainerQuick, nnUNetTrainerLeanQuick, nnUNetTrainerVanillaAdamQuick,
+    nnUNetTrainerLeanSGD, nnUNetTrainerLean_Nf4SGD, nnUNetTrainerLean_Nf8SGD, nnUNetTrainerLean_Nf16SGD,
+    nnUNetTrainerLean_Nf64SGD, nnUNetTrainerScaled75SGD, nnUNetTrainerScaled50SGD, nnUNetTrainerScaled25SGD)
 from nnunet_lean.pruning.trainer import (  # noqa: F401
     nnUNetTrainerSTAMP, nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
     nnUNetTrainerSTAMPQuick, nnUNetTrainerPruneRandomInSTAMPBlockQuick, nnUNetTrainerPruneRandomWidestQuick,
-    nnUNetTrainerSTAMPActivation, nnUNetTrainerSTAMPActivationQuick)
+    nnUNetTrainerSTAMPActivation, nnUNetTrainerSTAMPActivationQuick,
+    nnUNetTrainerSTAMPSGD, nnUNetTrainerSTAMPActivationSGD, nnUNetTrainerPruneRandomInSTAMPBlockSGD,
+    nnUNetTrainerPruneRandomWidestSGD)

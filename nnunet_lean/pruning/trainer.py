@@ -35,6 +35,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_lean import architecture, runs
 from nnunet_lean.jsonio import write_json_atomically
+from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
 from nnunet_lean.training import QuickSchedule, ScheduleOverrides
 from nnunet_lean.pruning import ranking, state
 from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
@@ -86,9 +87,10 @@ def _extra_checkpoint_keys(extra: dict) -> Iterator[_TorchWithExtraSave]:
         module.torch = proxy.torch
 
 
-class nnUNetTrainerSTAMP(nnUNetTrainer):
+class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     """STAMP (Dinsdale et al. 2022): prune the channel with the lowest layer-normalised L2 norm of its
-    raw conv output; targeted channel dropout from the ranking. Defaults sized for nnU-Net's 1000 epochs."""
+    raw conv output; targeted channel dropout from the ranking. Defaults sized for nnU-Net's 1000 epochs.
+    The lean recipe (Adam, as STAMP's reference also trains; a fresh optimizer after each step)."""
 
     prune_strategy = "stamp"            # or "random_stamp_block", "random_widest"
     importance_point = "conv"           # STAMP's reference: raw conv output, train mode; or "activation"
@@ -277,6 +279,23 @@ class nnUNetTrainerPruneRandomInSTAMPBlock(nnUNetTrainerSTAMP):
 class nnUNetTrainerPruneRandomWidest(nnUNetTrainerSTAMP):
     """Baseline: a random channel of the currently widest conv (ties at random)."""
     prune_strategy = "random_widest"
+
+
+# the same pruning under nnU-Net's own recipe (SGD), as before the lean recipe existed
+class nnUNetTrainerSTAMPSGD(NnunetRecipe, nnUNetTrainerSTAMP):
+    pass
+
+
+class nnUNetTrainerSTAMPActivationSGD(NnunetRecipe, nnUNetTrainerSTAMPActivation):
+    pass
+
+
+class nnUNetTrainerPruneRandomInSTAMPBlockSGD(NnunetRecipe, nnUNetTrainerPruneRandomInSTAMPBlock):
+    pass
+
+
+class nnUNetTrainerPruneRandomWidestSGD(NnunetRecipe, nnUNetTrainerPruneRandomWidest):
+    pass
 
 
 class QuickPruning(ScheduleOverrides):

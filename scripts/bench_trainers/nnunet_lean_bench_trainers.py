@@ -7,6 +7,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
                                          nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
+from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
 from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
 
 
@@ -42,8 +43,8 @@ class BudgetSchedule:
             self.prune_channels_per_step = max(1, math.ceil(0.75 * total / steps))
 
 
-class nnUNetTrainerBudget(BudgetSchedule, nnUNetTrainer):
-    pass
+class nnUNetTrainerBudget(BudgetSchedule, LeanRecipe, nnUNetTrainer):
+    """The plans' network (any width) with the lean recipe."""
 
 
 class nnUNetTrainerSTAMPBudget(BudgetSchedule, nnUNetTrainerSTAMP):
@@ -59,6 +60,27 @@ class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPr
 
 
 class nnUNetTrainerPruneRandomWidestBudget(BudgetSchedule, nnUNetTrainerPruneRandomWidest):
+    pass
+
+
+# the same under nnU-Net's own recipe (SGD): the studies' figures before the lean recipe
+class nnUNetTrainerBudgetSGD(NnunetRecipe, nnUNetTrainerBudget):
+    pass
+
+
+class nnUNetTrainerSTAMPBudgetSGD(NnunetRecipe, nnUNetTrainerSTAMPBudget):
+    pass
+
+
+class nnUNetTrainerSTAMPActivationBudgetSGD(NnunetRecipe, nnUNetTrainerSTAMPActivationBudget):
+    pass
+
+
+class nnUNetTrainerPruneRandomInSTAMPBlockBudgetSGD(NnunetRecipe, nnUNetTrainerPruneRandomInSTAMPBlockBudget):
+    pass
+
+
+class nnUNetTrainerPruneRandomWidestBudgetSGD(NnunetRecipe, nnUNetTrainerPruneRandomWidestBudget):
     pass
 
 

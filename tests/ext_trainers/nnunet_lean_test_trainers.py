@@ -3,7 +3,6 @@ import json
 import os
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
 from nnunet_lean.pruning.trainer import nnUNetTrainerPruneRandomWidest, nnUNetTrainerSTAMP
@@ -17,19 +16,13 @@ class TinySchedule(ScheduleOverrides):
     schedule = TINY
 
 
-class AdamRecipe:
-    """nnU-Net's own nnUNetTrainerVanillaAdam optimizer (Adam, lr 1e-2, poly). Under nnU-Net's SGD a
-    narrow network's full-resolution output can stay all background for hundreds of steps (measured in
-    docs/learning.md); with it, the Dice the plain-training tests assert is reliably reached in 150 steps.
-    The pruning trainers keep nnU-Net's SGD (their resume test checks its momentum buffers)."""
-    configure_optimizers = nnUNetTrainerVanillaAdam.configure_optimizers
+class nnUNetTrainerTiny(TinySchedule, nnUNetTrainerVanillaAdam):
+    """The plans' network with nnU-Net's own VanillaAdam: what README tells users of lean plans to add
+    (the lean recipe, nnunet_lean.recipe). Under nnU-Net's SGD a narrow network's full-resolution output
+    can stay all background for hundreds of steps (docs/learning.md)."""
 
 
-class nnUNetTrainerTiny(AdamRecipe, TinySchedule, nnUNetTrainer):
-    pass
-
-
-class nnUNetTrainerLeanTiny(AdamRecipe, TinySchedule, nnUNetTrainerLean):
+class nnUNetTrainerLeanTiny(TinySchedule, nnUNetTrainerLean):
     pass
 
 
@@ -100,8 +93,8 @@ class CrashAndDump:
                 json.dump({"epoch": self.current_epoch, "widths": self.raw_network().widths(),
                            "steps": self.pruning_state["steps"], "dropout": self.raw_network().dropout(),
                            "rng": self.pruning_state["rng"],
-                           "momentum": {str(i): float(s["momentum_buffer"].double().sum())
-                                        for i, s in state.items()}}, f)
+                           "adam_moments": {str(i): float(s["exp_avg"].double().sum())
+                                            for i, s in state.items()}}, f)
 
 
 class nnUNetTrainerPruneRandomWidestResumeCrash(CrashAndDump, ResumeSchedule, nnUNetTrainerPruneRandomWidest):
