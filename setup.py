@@ -1,10 +1,18 @@
 """nnunet-lean. Our trainers/ and plans/ folders are installed INSIDE nnunetv2's package tree
 (via package_dir) because that is where the stock nnU-Net commands look for trainers and planners;
 pip records these files, so `pip uninstall nnunet-lean` removes them again."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 TRAINERS_PKG = "nnunetv2.training.nnUNetTrainer.variants.lean"
 PLANNERS_PKG = "nnunetv2.experiment_planning.experiment_planners.lean"
+
+
+def requirements(name: str) -> list:
+    """Requirement lines of requirements/NAME (comments dropped): one list for pip -r and the extra."""
+    lines = (Path(__file__).parent / "requirements" / name).read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 setup(
     name="nnunet-lean",
@@ -25,6 +33,7 @@ setup(
         "scipy",
         "matplotlib",
     ],
-    extras_require={"mni": ["nilearn>=0.10"]},  # the MNI152 template files it ships (make-dataset --kind mni)
+    extras_require={"mni": ["nilearn>=0.10"],  # the MNI152 template files it ships (make-dataset --kind mni)
+                    "deploy": requirements("deploy.txt")},  # nnunet_lean export / predict backends
     entry_points={"console_scripts": ["nnunet_lean=nnunet_lean.cli:main"]},
 )

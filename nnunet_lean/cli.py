@@ -1,5 +1,5 @@
 """The ``nnunet_lean`` command: make-dataset, modify-plans, report, plan, plot-pruning, pruned-plans,
-deep-supervision-dice.
+deep-supervision-dice, dice-vs-time, export, predict.
 
 Errors a user can fix print one line (``nnunet_lean: error: ...``) and exit with code 2.
 """
@@ -138,6 +138,50 @@ def cmd_deep_supervision_dice(args: argparse.Namespace) -> None:
         write_json_atomically(folds, args.o, indent=1)
 
 
+def cmd_dice_vs_time(args: argparse.Namespace) -> None:
+    from nnunet_lean.measure import dice_time
+
+    result = dice_time.compare(args.fold_dirs, args.reference)
+    paths = dice_time.write(result, args.o)
+    print(dice_time.markdown(result))
+    print("\nwrote " + ", ".join(paths))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from nnunet_lean.deploy.export import export, model_folder
+
+    data = export(model_folder(args.d, args.tr, args.p, args.c), args.f, args.o, args.chk, args.opset, args.overwrite)
+    for e in data["folds"]:
+        c = e["self_check"]
+        print(f"fold {e['fold']}: {e['file']} ({e['parameters']:,} parameters), max |onnx - torch| "
+              f"{c['max_abs_diff']:.2e} of logit range {c['logit_range']:.3g}")
+    print(f"wrote {args.o} (opset {data['opset']}, fp32, patch {data['input']['patch_size']})")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from nnunet_lean.deploy.predict import PredictOptions, predict
+
+    options = PredictOptions(backend=args.backend, threads=args.threads, precision="bf16" if args.bf16 else "fp32",
+                             step_size=args.step_size, disable_tta=args.disable_tta,
+                             save_probabilities=args.save_probabilities, npp=args.npp, nps=args.nps,
+                             continue_prediction=args.continue_prediction, verbose=args.verbose,
+                             progress_bar=not args.disable_progress_bar)
+    if args.m is not None and args.d is not None:
+        raise LeanError("give either -m EXPORT_FOLDER or -d/-c/-tr/-p, not both")
+    predict(args.i, args.o, options, export_folder=args.m, dataset=args.d, trainer=args.tr, plans=args.p,
+            configuration=args.c, folds=args.f, checkpoint=args.chk)
+
+
+def _trained_run_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    """nnU-Net's -d/-c/-tr/-p/-f/-chk, as nnUNetv2_predict and nnUNetv2_export_model_to_zip take them."""
+    parser.add_argument("-d", required=required, default=None, help="dataset id or name")
+    parser.add_argument("-c", required=required, default=None, help="configuration, e.g. 3d_fullres or 2d")
+    parser.add_argument("-tr", default="nnUNetTrainer", help="trainer (default: nnUNetTrainer)")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    parser.add_argument("-f", nargs="+", default=None, help="folds (default: 0 1 2 3 4; with -m: all exported)")
+    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default: checkpoint_final.pth)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnunet_lean", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -204,6 +248,43 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("-device", default="cpu")
     ds.add_argument("-o", help="also write the results to this JSON file (a list, one entry per fold)")
     ds.set_defaults(func=cmd_deep_supervision_dice)
+
+    dt = sub.add_parser("dice-vs-time", help="validation pseudo-Dice against training time of fold folders: "
+                                             "a PNG and a table (time to 99 % of the reference's final Dice)")
+    dt.add_argument("fold_dirs", nargs="+", metavar="FOLD_DIR", help=".../TRAINER__PLANS__CONFIG/fold_N")
+    dt.add_argument("-o", required=True, help="OUT.png (OUT.md and OUT.json beside it)")
+    dt.add_argument("--reference", default=None, help="fold folder whose final Dice sets the target "
+                                                      "(default: the first FOLD_DIR)")
+    dt.set_defaults(func=cmd_dice_vs_time)
+
+    ex = sub.add_parser("export", help="export trained folds to ONNX (fp32, self-checked against torch) with a "
+                                       "manifest, for nnunet_lean predict -m")
+    _trained_run_args(ex, required=True)
+    ex.add_argument("-o", required=True, help="export folder to create")
+    ex.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    ex.set_defaults(func=cmd_export, f=None)
+
+    pd = sub.add_parser("predict", help="nnU-Net's predictor with the network run by a CPU backend "
+                                        "(torch, onnxruntime, openvino)")
+    pd.add_argument("-i", required=True, help="input folder (as for nnUNetv2_predict)")
+    pd.add_argument("-o", required=True, help="output folder")
+    pd.add_argument("-m", default=None, help="export folder (nnunet_lean export); instead of -d/-c/-tr/-p")
+    _trained_run_args(pd, required=False)
+    pd.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="openvino")
+    pd.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+                    help="threads of the network backend (default: all cores)")
+    pd.add_argument("--bf16", action="store_true", help="run the network in bfloat16 (openvino, torch); changes "
+                                                         "the logits: check the Dice (README)")
+    pd.add_argument("-step_size", type=float, default=0.5)
+    pd.add_argument("--disable_tta", action="store_true", help="no mirroring")
+    pd.add_argument("--save_probabilities", action="store_true")
+    pd.add_argument("-npp", type=int, default=3, help="preprocessing processes (0 with -nps 0: sequential)")
+    pd.add_argument("-nps", type=int, default=3, help="segmentation export processes")
+    pd.add_argument("--continue_prediction", action="store_true")
+    pd.add_argument("--verbose", action="store_true")
+    pd.add_argument("--disable_progress_bar", action="store_true")
+    pd.set_defaults(func=cmd_predict)
 
     pl = sub.add_parser("plan", help="plan (and preprocess) with a lean planner (for editable installs)")
     pl.add_argument("-d", type=int, required=True)

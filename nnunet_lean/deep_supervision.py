@@ -6,8 +6,6 @@ pseudo-Dice, taken at full resolution, stays 0).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import torch
 
 from nnunet_lean.errors import RunError
-from nnunet_lean.runs import TrainedFold
+from nnunet_lean.runs import TrainedFold, load_predictor
 
 
 def _validation_cases(preprocessed: Path, fold: Union[int, str]) -> List[str]:
@@ -43,16 +41,12 @@ def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tupl
     Each validation case runs whole (zero-padded to the network's total stride); the Dice of a label pools
     the voxels of all cases; labels absent from every case are left out of the mean.
     """
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     run = TrainedFold.open(fold_dir)
-    run.checkpoint_path("checkpoint_final.pth")
     fold = run.fold
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its device choice and trainer search
-        predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(run.model_folder), (fold,), "checkpoint_final.pth")
+    predictor = load_predictor([run], "checkpoint_final.pth", device, allow_tqdm=False)
     if predictor.label_manager.has_regions:
         raise RunError("region-based plans are not supported: their outputs are not one label per voxel")
     dataset = Path(nnUNet_preprocessed or "") / predictor.plans_manager.dataset_name

@@ -11,7 +11,7 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -108,6 +108,20 @@ class TrainedFold:
         """Output channels of every conv of the trained network, by its state-dict name."""
         return conv_widths(self.weights(name))
 
+    def training_log(self) -> dict:
+        """nnU-Net's log (epoch timestamps, pseudo-Dice and its EMA per epoch) from whichever checkpoint
+        holds the most epochs: a finished run's final one, an unfinished run's latest or best."""
+        present = self.checkpoints()
+        if not present:
+            raise RunError(f"{self.path} holds no checkpoint: train it first (nnUNetv2_train)")
+        logs = []
+        for name in present:
+            log = load_checkpoint(self.path / name, mmap=True).get("logging")
+            if not log or not log.get("epoch_end_timestamps"):
+                raise RunError(f"{self.path / name} holds no nnU-Net training log: not a checkpoint of nnUNetv2_train")
+            logs.append(log)
+        return max(logs, key=lambda log: len(log["epoch_end_timestamps"]))
+
     def pruning_state(self, name: Optional[str] = None) -> Optional[dict]:
         """The pruning state a pruning trainer stored with the checkpoint (or its legacy sidecar)."""
         path = self.checkpoint_path(name)
@@ -116,6 +130,45 @@ class TrainedFold:
     def pruning_history(self) -> dict:
         """The fold's pruning history file; RunError when this is not a pruning run."""
         return pruning_state.read_history(str(self.path))
+
+
+def load_predictor(folds: Sequence[TrainedFold], checkpoint_name: str = "checkpoint_final.pth",
+                   device: str = "cpu", **predictor_kwargs):
+    """nnU-Net's own nnUNetPredictor set up from trained folds of ONE run folder, as nnUNetv2_predict does
+    (its network built by the trainer's build_network_architecture, one weight set per fold). Each fold
+    is checked first, so a missing fold or checkpoint is a RunError naming it, not a traceback."""
+    import contextlib
+    import io
+
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    if not folds:
+        raise RunError("no fold given")
+    model_folders = {f.model_folder for f in folds}
+    if len(model_folders) != 1:
+        raise RunError(f"folds of one run folder only, got {', '.join(sorted(map(str, model_folders)))}")
+    for f in folds:
+        f.checkpoint_path(checkpoint_name)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its device choice and trainer search
+        predictor = nnUNetPredictor(device=torch.device(device), **predictor_kwargs)
+        predictor.initialize_from_trained_model_folder(str(folds[0].model_folder), tuple(f.fold for f in folds),
+                                                       checkpoint_name)
+    return predictor
+
+
+def run_folds(model_folder: Union[str, Path], folds: Sequence[Union[int, str]]) -> List[TrainedFold]:
+    """``fold_N`` of a run folder as TrainedFolds; RunError names a missing one and those present."""
+    model_folder = Path(model_folder)
+    if not model_folder.is_dir():
+        raise RunError(f"{model_folder} does not exist: train it first (nnUNetv2_train), or check -d/-tr/-p/-c")
+    out = []
+    for fold in folds:
+        path = model_folder / f"fold_{fold}"
+        if not path.is_dir():
+            have = ", ".join(sorted(p.name[len("fold_"):] for p in model_folder.glob("fold_*"))) or "none"
+            raise RunError(f"{model_folder.name} has no fold {fold} (trained folds: {have}): pick them with -f")
+        out.append(TrainedFold.open(path))
+    return out
 
 
 # --- what a checkpoint holds ----------------------------------------------------------------------

@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${NNUNET_LEAN_CACHE:-$HOME/.cache/nnunet-lean}"
-key=$(cat "$root"/requirements/torch.txt "$root"/requirements/test.txt | sha256sum | cut -c1-16)
+key=$(cat "$root"/requirements/*.txt | sha256sum | cut -c1-16)   # every file: test.txt includes deploy.txt
 venv="$cache/venv-$key"
 py="${PYTHON:-python3}"
 

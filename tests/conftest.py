@@ -81,6 +81,19 @@ def hippo(nnunet: NNUNet) -> NNUNet:
     return nnunet
 
 
+STAMP = "nnUNetTrainerSTAMPTiny"
+
+
+@pytest.fixture(scope="session")
+def stamp(hippo: NNUNet) -> NNUNet:
+    """Folds 0 and 1 of nnUNetTrainerSTAMPTiny on nnUNetPlans 3d_fullres (--npz): they end at different
+    widths. Shared by the pruning and deployment tests."""
+    for fold in (0, 1):
+        hippo.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", str(fold), "-tr", STAMP, "-p", "nnUNetPlans",
+                   "-device", "cpu", "--npz"], ext_trainers=True, training=True)
+    return hippo
+
+
 def load_json(path: Path) -> dict:
     import json
     with open(path) as f:

@@ -12,11 +12,10 @@ import torch
 
 from nnunet_lean.pruning.state import CHECKPOINT_KEY, LEGACY_SUFFIX
 
-from conftest import HIPPO_ID, fold_dir, load_json
+from conftest import HIPPO_ID, STAMP, fold_dir, load_json
 from test_end_to_end import MIN_DICE, deep_supervision_dice, predict, test_dice
 
 PLANS = "nnUNetPlans"
-STAMP = "nnUNetTrainerSTAMPTiny"
 WIDEST = "nnUNetTrainerPruneRandomWidestResume"
 CRASH = "nnUNetTrainerPruneRandomWidestResumeCrash"
 
@@ -32,13 +31,6 @@ def unit_widths(nnunet, trainer, fold):
                       map_location="cpu", weights_only=False)["network_weights"]
     return {k: v.shape[0] for k, v in ckpt.items() if k.endswith(".conv.weight") and ".all_modules" not in k
             and not k.startswith("decoder.encoder.")}
-
-
-@pytest.fixture(scope="module")
-def stamp(hippo):
-    train(hippo, STAMP, 0)
-    train(hippo, STAMP, 1)
-    return hippo
 
 
 @pytest.fixture(scope="module")

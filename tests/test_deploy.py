@@ -1,0 +1,141 @@
+"""Deployment: `nnunet_lean export` and `nnunet_lean predict` on two STAMP folds pruned to different
+widths (the shared `stamp` fixture), against stock nnUNetv2_predict of the same folds."""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import HIPPO_ID, STAMP, fold_dir, load_json
+
+RUN = ["-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", "nnUNetPlans"]
+AGREE = 0.999   # per-label Dice between a backend's segmentation and nnUNetv2_predict's
+
+
+def labels_of(folder):
+    return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*.nii.gz"))}
+
+
+def per_label_dice(a: dict, b: dict) -> dict:
+    """Dice per label over all cases (voxels pooled), labels present in either."""
+    assert a.keys() == b.keys() and a
+    x, y = np.concatenate([a[k].ravel() for k in a]), np.concatenate([b[k].ravel() for k in a])
+    return {int(k): 2 * np.sum((x == k) & (y == k)) / (np.sum(x == k) + np.sum(y == k))
+            for k in np.union1d(np.unique(x), np.unique(y)) if k > 0}
+
+
+@pytest.fixture(scope="module")
+def reference(stamp, tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy") / "nnunet"
+    stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
+               *RUN, "-f", "0", "1", "-device", "cpu", "-npp", "1", "-nps", "1"], ext_trainers=True)
+    return labels_of(out)
+
+
+def predict(nnunet, out, *args, env=None):
+    images = nnunet.dataset_dir(HIPPO_ID, "raw") / "imagesTs"
+    cmd = ["nnunet_lean", "predict", "-i", str(images), "-o", str(out), "--threads", "2", "-npp", "1", "-nps", "1",
+           "--disable_progress_bar", *args]
+    if env is None:
+        return nnunet.run(cmd, ext_trainers=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=600)
+
+
+def test_export_checks_itself_and_describes_the_folds(stamp, tmp_path):
+    out = tmp_path / "export"
+    proc = stamp.run(["nnunet_lean", "export", *RUN, "-f", "0", "1", "-o", str(out)], ext_trainers=True)
+    manifest = load_json(out / "manifest.json")
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "fold_0.onnx", "fold_1.onnx",
+                                                      "manifest.json", "plans.json"]
+    assert manifest["trainer"] == STAMP and manifest["configuration"] == "3d_fullres" and manifest["opset"] == 17
+    assert manifest["precision"] == "fp32" and manifest["mirroring_axes"] == [0, 1, 2]
+    plans = load_json(stamp.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")["configurations"]["3d_fullres"]
+    assert manifest["input"]["patch_size"] == plans["patch_size"] and manifest["input"]["shape"][:2] == [1, 1]
+    f0, f1 = manifest["folds"]
+    assert f0["widths"] != f1["widths"] and f0["parameters"] != f1["parameters"]  # pruned differently
+    trained = load_json(fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", 1) / "pruning_history.json")
+    assert sorted(f1["widths"].values()) == sorted(trained["steps"][-1]["widths"].values())
+    for f in (f0, f1):
+        c = f["self_check"]
+        assert c["passed"] and c["max_abs_diff"] < 1e-3 * c["logit_range"] and c["logit_range"] > 1
+    assert set(manifest["files"]) == {"dataset.json", "fold_0.onnx", "fold_1.onnx", "plans.json"}
+    assert {"torch", "nnunetv2", "onnxruntime"} <= set(manifest["versions"])
+    assert "fold 1: fold_1.onnx" in proc.stdout
+
+
+def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference, tmp_path):
+    results = stamp.dataset_dir(HIPPO_ID, "results")
+    before = sorted(str(p) for p in results.rglob("*"))
+    export = tmp_path / "export"
+    stamp.run(["nnunet_lean", "export", *RUN, "-f", "0", "1", "-o", str(export)], ext_trainers=True)
+    # the export copied elsewhere predicts with no nnUNet_results at all
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(export, moved)
+    shutil.rmtree(export)
+    bare = {k: v for k, v in stamp.env().items() if k not in ("nnUNet_results", "nnUNet_raw", "nnUNet_preprocessed")}
+    for backend in ("onnxruntime", "openvino"):
+        predict(stamp, tmp_path / backend, "-m", str(moved), "--backend", backend, env=bare)
+    # from the trained folds: torch directly, openvino through an on-the-fly export
+    predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch")
+    predict(stamp, tmp_path / "openvino_d", *RUN, "-f", "0", "1", "--backend", "openvino")
+    assert sorted(str(p) for p in results.rglob("*")) == before  # nothing written into nnUNet_results
+    for backend in ("onnxruntime", "openvino", "torch", "openvino_d"):
+        dice = per_label_dice(labels_of(tmp_path / backend), reference)
+        assert dice and min(dice.values()) >= AGREE, (backend, dice)
+    # bf16 is a predict flag: it changes the logits a little, the segmentation barely
+    predict(stamp, tmp_path / "bf16", "-m", str(moved), "--backend", "openvino", "--bf16", env=bare)
+    dice = per_label_dice(labels_of(tmp_path / "bf16"), reference)
+    assert min(dice.values()) >= 0.95, dice
+    # nnU-Net's postprocessing runs on the output unchanged (plans.json and dataset.json are there)
+    from nnunetv2.postprocessing.remove_connected_components import \
+        remove_all_but_largest_component_from_segmentation as largest
+    pkl = tmp_path / "pp.pkl"
+    pkl.write_bytes(pickle.dumps(([largest], [{"labels_or_regions": [1]}])))
+    stamp.run(["nnUNetv2_apply_postprocessing", "-i", str(tmp_path / "openvino"), "-o", str(tmp_path / "pp"),
+               "-pp_pkl_file", str(pkl), "-np", "1"])
+    assert len(list((tmp_path / "pp").glob("*.nii.gz"))) == len(reference)
+
+
+def run_cli(argv, capsys):
+    from nnunet_lean.cli import main
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_bad_inputs_print_one_line_exit_2_and_write_nothing(stamp, tmp_path, capsys, monkeypatch):
+    for k, v in stamp.env(ext_trainers=True).items():
+        monkeypatch.setenv(k, v)
+    images = str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs")
+    good = tmp_path / "good"
+    assert run_cli(["export", *RUN, "-f", "0", "-o", str(good)], capsys)[0] == 0
+    out = tmp_path / "out"
+    cases = [
+        (["export", *RUN, "-f", "0", "4", "-o", str(tmp_path / "x")], "has no fold 4 (trained folds: 0, 1"),
+        (["export", *RUN, "-f", "0", "-o", str(good)], "exists: give another -o, or --overwrite"),
+        (["export", *RUN[:-2], "-p", "NoSuchPlans", "-f", "0", "-o", str(tmp_path / "x")], "no trained run"),
+        (["predict", "-i", images, "-o", str(out), "-m", str(tmp_path)], "is not an export folder"),
+        (["predict", "-i", images, "-o", str(out), "-m", str(good), "-f", "1"], "holds folds 0, not 1"),
+        (["predict", "-i", images, "-o", str(out), "-m", str(good), "--backend", "torch"], "the torch backend"),
+        (["predict", "-i", images, "-o", str(out), "-m", str(good), "--backend", "onnxruntime", "--bf16"],
+         "onnxruntime does not run bf16: use --backend torch or openvino"),
+        (["predict", "-i", str(tmp_path / "nope"), "-o", str(out), "-m", str(good)], "is not a folder"),
+    ]
+    for argv, message in cases:
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith("nnunet_lean: error:") and message in err[0], \
+            (argv, err)
+    # a changed file and a missing backend
+    (good / "plans.json").write_text(json.dumps(load_json(good / "plans.json")) + " ")
+    code, err = run_cli(["predict", "-i", images, "-o", str(out), "-m", str(good)], capsys)
+    assert code == 2 and "changed since it was exported" in err[0]
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # as if not installed
+    code, err = run_cli(["predict", "-i", images, "-o", str(out), "-m", str(tmp_path / "x"),
+                         "--backend", "openvino"], capsys)
+    assert code == 2 and 'pip install "nnunet-lean[deploy]"' in err[0], err
+    assert not out.exists() and not (tmp_path / "x").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # no temporary export left either
