@@ -8,7 +8,11 @@ resampling, export, multi-processing) stays nnU-Net's.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
+import os
+import time
 from typing import Callable, Dict, Sequence
 
 import numpy as np
@@ -16,6 +20,23 @@ import torch
 from torch import nn
 
 from nnunet_lean.deploy.errors import DeployError
+
+
+TIMES_ENV = "NNUNET_LEAN_NETWORK_TIMES"   # a JSON path: benchmarks read how long the network calls took
+_calls = {"calls": 0, "seconds": 0.0}
+
+
+def _timed(run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run one network call; with TIMES_ENV set, count its seconds (written when the process ends)."""
+    if TIMES_ENV not in os.environ:
+        return run()
+    if not _calls["calls"]:
+        atexit.register(lambda: open(os.environ[TIMES_ENV], "w").write(json.dumps(_calls)))
+    start = time.perf_counter()
+    out = run()
+    _calls["calls"] += 1
+    _calls["seconds"] += time.perf_counter() - start
+    return out
 
 
 def fold_parameters(folds: Sequence[str]) -> list:
@@ -47,8 +68,8 @@ class BackendNetwork(nn.Module):
         bad = [s for s, m in zip(x.shape[2:], self.spatial_multiple) if s % m]
         if bad:
             raise DeployError(f"input {tuple(x.shape)}: spatial sizes must be multiples of {self.spatial_multiple}")
-        out = self.runners[self.current](np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))
-        return torch.from_numpy(out)
+        x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return _timed(lambda: torch.from_numpy(self.runners[self.current](x)))
 
 
 class TorchNetwork(nn.Module):
@@ -64,4 +85,4 @@ class TorchNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
         with ctx:
-            return self.network(x).float()
+            return _timed(lambda: self.network(x).float())
