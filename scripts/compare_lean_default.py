@@ -49,10 +49,14 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--num-train", type=int, default=30)
     ap.add_argument("--num-test", type=int, default=10)
+    ap.add_argument("--recipe", choices=["lean", "nnunet"], default="lean",
+                    help="every network's recipe: lean (nnUNetTrainerBudget: Adam 1e-2, poly) or nnunet "
+                         "(nnUNetTrainerBudgetSGD: nnU-Net's SGD; the README's figures before the lean recipe)")
     ap.add_argument("--reports-only", action="store_true", help="stop after the speed reports")
     args = ap.parse_args()
     study = Study(args.workdir, str(BIN), str(TRAINERS),
-                  {k: getattr(args, k) for k in ("epochs", "iters", "num_train", "num_test")})
+                  {k: getattr(args, k) for k in ("epochs", "iters", "num_train", "num_test", "recipe")})
+    trainer = "nnUNetTrainerBudget" + ("SGD" if args.recipe == "nnunet" else "")
 
     for kind in args.datasets:  # speed first: nothing else of the study runs beside it
         d, name, make = DATASETS[kind]
@@ -75,7 +79,7 @@ def main() -> int:
         base_dice = None
         names = label_names(study.folders(name)[0] / "dataset.json")
         for label, plans, report_label in NETWORKS:
-            run = dict(dataset=name, network=label, **study.train_and_test(d, name, plans, "nnUNetTrainerBudget", 0))
+            run = dict(dataset=name, network=label, **study.train_and_test(d, name, plans, trainer, 0))
             runs.append(run)
             base_dice = run["dice"] if base_dice is None else base_dice
             s = speed[report_label]
@@ -87,7 +91,7 @@ def main() -> int:
                          "peak train memory ratio": f"{s['train_step_peak_mb_ratio']:.2f}",
                          "prediction ratio": f"{s['predict_case_s_ratio']:.2f}",
                          "FLOPs ratio": f"{s['gflops_forward_ratio']:.2f}"})
-    header = (f"fold 0, {args.num_train} training / {args.num_test} test cases, nnUNetTrainerBudget "
+    header = (f"fold 0, {args.num_train} training / {args.num_test} test cases, {trainer} "
               f"({args.epochs} epochs x {args.iters} iterations), CPU; ratios from `nnunet_lean report` on "
               f"nnUNetPlans (same topology, patch and batch)")
     table = markdown_table(rows)

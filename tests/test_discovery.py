@@ -7,10 +7,13 @@ import nnunet_lean
 
 TRAINERS = ["nnUNetTrainerLean", "nnUNetTrainerLean_Nf4", "nnUNetTrainerLean_Nf8", "nnUNetTrainerLean_Nf16",
             "nnUNetTrainerLean_Nf64", "nnUNetTrainerScaled75", "nnUNetTrainerScaled50",
-            "nnUNetTrainerScaled25", "nnUNetTrainerQuick", "nnUNetTrainerLeanQuick"]
+            "nnUNetTrainerScaled25", "nnUNetTrainerQuick", "nnUNetTrainerLeanQuick",
+            "nnUNetTrainerVanillaAdamQuick", "nnUNetTrainerLeanSGD", "nnUNetTrainerLean_Nf16SGD",
+            "nnUNetTrainerScaled50SGD"]
 PRUNING_TRAINERS = ["nnUNetTrainerSTAMP", "nnUNetTrainerPruneRandomInSTAMPBlock", "nnUNetTrainerPruneRandomWidest",
                     "nnUNetTrainerSTAMPQuick", "nnUNetTrainerPruneRandomInSTAMPBlockQuick",
-                    "nnUNetTrainerPruneRandomWidestQuick"]
+                    "nnUNetTrainerPruneRandomWidestQuick", "nnUNetTrainerSTAMPSGD", "nnUNetTrainerSTAMPActivationSGD",
+                    "nnUNetTrainerPruneRandomInSTAMPBlockSGD", "nnUNetTrainerPruneRandomWidestSGD"]
 PLANNERS = ["LeanPlanner", "LeanPlannerNf8", "LeanPlannerNf16", "LeanPlannerNf64", "LeanMemPlanner",
             "LeanResEncMPlanner", "LeanResEncLPlanner", "LeanResEncXLPlanner"]
 

@@ -92,7 +92,8 @@ def predictor_from_folds(folder: Path, folds: Sequence[str], checkpoint: str, op
                                     use_mirroring=not options.disable_tta, perform_everything_on_device=False,
                                     verbose=options.verbose, verbose_preprocessing=options.verbose,
                                     allow_tqdm=options.progress_bar)
-    predictor.network = TorchNetwork(predictor.network, options.precision)
+    network = predictor.network  # nnUNet_compile may have compiled it: the adapter loads weights unprefixed
+    predictor.network = TorchNetwork(getattr(network, "_orig_mod", network), options.precision)
     return predictor
 
 

@@ -1,0 +1,115 @@
+"""Converged parity: default vs LUnet trained until doubling the steps moves validation Dice < 0.5 points.
+
+    python scripts/converge.py --dataset airway [--start-epochs 40 --iters 50] [--max-level 3]
+                               [--networks default default_sgd lean32 lean16] [--workdir ~/.cache/nnunet-lean/converge]
+
+Per dataset (airway-like at 48^3, or MNI at 3 mm; 30 training / 10 test cases): nnUNetPlans and the
+LeanPlanner / LeanPlannerNf16 plans; fold 0 of every network trained by the stock nnUNetv2_train with a
+budget of E x ITERS steps, E = start-epochs x 2^level (each level a resumable Study of its own), tested on
+the held-out cases (nnUNetv2_evaluate_folder). A network is converged at level L when its validation Dice
+(nnU-Net's own final validation of fold 0, validation/summary.json) moved by less than 0.5 points from
+level L-1; levels go on for the networks not yet converged, up to --max-level. Recipes: "default" and the
+lean networks use the lean recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's (nnUNetTrainerBudgetSGD).
+Writes results.md / results.json, and `nnunet_lean dice-vs-time` of each network's last level (reference:
+the default) as dice_vs_time.png/.md/.json. Run it on an otherwise idle machine: the times are compared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from nnunet_lean import runs
+from nnunet_lean.errors import exit_on_error
+from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
+from nnunet_lean.study import Study
+from nnunet_lean.tables import markdown_table
+
+BIN = Path(sys.executable).parent
+TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
+DATASETS = {"airway": (995, "Dataset995_LeanAirway48", ["--kind", "airway", "--size", "48", "--name", "LeanAirway48"]),
+            "mni": (996, "Dataset996_LeanMNI3mm", ["--kind", "mni", "--spacing", "3", "--name", "LeanMNI3mm"])}
+# key: (label, plans, trainer, planner that writes the plans or None)
+NETWORKS = {"default": ("nnU-Net default, lean recipe", "nnUNetPlans", "nnUNetTrainerBudget", None),
+            "default_sgd": ("nnU-Net default, nnU-Net's SGD", "nnUNetPlans", "nnUNetTrainerBudgetSGD", None),
+            "lean32": ("LUnet Nf=32, lean recipe", "nnUNetLeanPlans", "nnUNetTrainerBudget", "LeanPlanner"),
+            "lean16": ("LUnet Nf=16, lean recipe", "nnUNetLeanNf16Plans", "nnUNetTrainerBudget", "LeanPlannerNf16"),
+            "lean64": ("LUnet Nf=64, lean recipe", "nnUNetLeanNf64Plans", "nnUNetTrainerBudget", "LeanPlannerNf64")}
+MOVE = 0.005   # converged: doubling the steps moves validation Dice by less than this
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="airway")
+    ap.add_argument("--start-epochs", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--max-level", type=int, default=3)
+    ap.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=["default", "default_sgd", "lean32",
+                                                                              "lean16"])
+    ap.add_argument("--num-train", type=int, default=30)
+    ap.add_argument("--num-test", type=int, default=10)
+    ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/converge"))
+    args = ap.parse_args()
+    d, name, make = DATASETS[args.dataset]
+    root = Path(args.workdir).expanduser() / args.dataset
+    results = {key: [] for key in args.networks}
+    pending = list(args.networks)
+    for level in range(args.max_level + 1):
+        if not pending:
+            break
+        epochs = args.start_epochs * 2 ** level
+        study = Study(str(root / f"E{epochs}"), str(BIN), str(TRAINERS),
+                      {"epochs": epochs, "iters": args.iters, "num_train": args.num_train, "num_test": args.num_test,
+                       "dataset": args.dataset})
+        study.prepare(d, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), *make])
+        pre = study.folders(name)[1]
+        for key in pending:
+            label, plans, trainer, planner = NETWORKS[key]
+            if planner and not (pre / f"{plans}.json").exists():
+                study.step(f"plan_{planner}", ["nnUNetv2_plan_experiment", "-d", str(d), "-pl", planner])
+            r = study.train_and_test(d, name, plans, trainer, 0)
+            r.update(network=key, label=label, epochs=epochs, steps=epochs * args.iters,
+                     validation_dice=runs.foreground_dice(Path(r["fold_dir"]) / "validation" / "summary.json"))
+            results[key].append(r)
+            summarise(results, root, args)
+        pending = [k for k in pending if not converged(results[k])]
+    summarise(results, root, args)
+    last = [results[k][-1]["fold_dir"] for k in args.networks if results[k]]
+    if len(last) > 1:
+        study.step("dice_vs_time", ["nnunet_lean", "dice-vs-time", *last, "-o", str(root / "dice_vs_time.png")])
+    return 0
+
+
+def converged(rs: list) -> bool:
+    return len(rs) > 1 and abs(rs[-1]["validation_dice"] - rs[-2]["validation_dice"]) < MOVE
+
+
+def summarise(results: dict, root: Path, args) -> None:
+    rows = []
+    base = results.get("default") or []
+    for key, rs in results.items():
+        for i, r in enumerate(rs):
+            ref = next((b for b in base if b["epochs"] == r["epochs"]), None)
+            rows.append({"network": r["label"], "steps": r["steps"], "parameters": f"{r['parameters']:,}",
+                         "validation Dice": f"{r['validation_dice']:.3f}",
+                         "moved since half the steps (points)":
+                             f"{100 * (r['validation_dice'] - rs[i - 1]['validation_dice']):+.1f}" if i else "-",
+                         "converged": "yes" if converged(rs[:i + 1]) else "no",
+                         "test Dice": f"{r['dice']:.3f}",
+                         "test Dice per label": ", ".join(f"{v:.3f}" for v in r["dice_per_label"].values()),
+                         "per label - default (points)": ", ".join(
+                             f"{100 * (v - ref['dice_per_label'][k]):+.1f}" for k, v in r["dice_per_label"].items())
+                         if ref else "-",
+                         "median epoch (s)": f"{r['median_epoch_s']:.1f}"})
+    header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, {args.iters} iterations "
+              f"per epoch, epochs doubling from {args.start_epochs}; converged = validation Dice moved < "
+              f"{100 * MOVE:.1f} points when the steps doubled (`python scripts/converge.py --dataset {args.dataset}`)")
+    write_text_atomically(header + "\n\n" + markdown_table(rows) + "\n", str(root / "results.md"))
+    write_json_atomically({"args": vars(args), "results": results}, str(root / "results.json"), indent=1)
+    print(header + "\n\n" + markdown_table(rows), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_error(main, "converge.py"))
