@@ -21,9 +21,12 @@ class StudyError(LeanError):
 
 class Study:
     def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
-                 create: bool = True):
-        """``create=False`` opens only a study already begun in ``workdir`` (StudyError otherwise)."""
+                 create: bool = True, device: str = "cpu"):
+        """``create=False`` opens only a study already begun in ``workdir`` (StudyError otherwise).
+        ``device``: nnU-Net's -device for training and prediction (not part of the budget: a study begun
+        on the CPU may go on on a GPU)."""
         self.work = Path(workdir).expanduser().resolve()
+        self.device = device
         self._check_budget(budget, create)
         ext = {"nnUNet_extTrainer": ext_trainers}
         self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), **ext)
@@ -92,7 +95,7 @@ class Study:
         fold_dir = self._run(name, plans, trainer, fold)[0]
         resume = ["--c"] if (fold_dir / "checkpoint_latest.pth").exists() else []
         return ["nnUNetv2_train", str(dataset_id), "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
-                "-device", "cpu", *resume]
+                "-device", self.device, *resume]
 
     def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
         """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them; the Dice of each
@@ -105,7 +108,7 @@ class Study:
         if not (pred / "summary.json").exists():
             self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
                                          "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
-                                         "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"])
+                                         "-device", self.device, "-npp", "1", "-nps", "1", "--disable_tta"])
             self.step(f"evaluate_{d}_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
                                           "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
                                           "-np", "1"])

@@ -96,7 +96,8 @@ def main() -> int:
     if args.kind == "mni":
         make = make + ["--spacing", str(args.spacing)]
     work = Path(args.workdir).expanduser() / f"{args.kind}_{args.spacing:g}mm"
-    study = Study(str(work), str(BIN), str(TRAINERS), {"kind": args.kind, "spacing": args.spacing, "epochs": 0, "iters": 0})  # trains nothing
+    budget = {"kind": args.kind, "spacing": args.spacing, "epochs": 0, "iters": 0}   # it trains nothing
+    study = Study(str(work), str(BIN), str(TRAINERS), budget)
     study.prepare(d, name, ["-n", "2", "--num-test", "1", *make])
     raw, pre, results = study.folders(name)
     for k, v in study.env.items():   # untrained_fold runs nnU-Net in this process
@@ -174,7 +175,8 @@ def summary(done: list, chosen: list, args, pre: Path) -> str:
                          "ratio to stock": f"{statistics.median(ratio):.2f}" if ratio else "-",
                          "in network calls": f"{statistics.median(net):.1f} s ({statistics.median(net) / sec:.0%})"
                          + (" (estimated, see below)" if key == "stock" else "") if net else "-",
-                         "peak memory, process tree": f"{statistics.median(r['peak_tree_rss_mb'] for r in rs):,.0f} MB"})
+                         "peak memory, process tree":
+                             f"{statistics.median(r['peak_tree_rss_mb'] for r in rs):,.0f} MB"})
         parts.append(f"Mirroring {'on' if tta else 'off'}:\n\n" + markdown_table(rows))
     parts.append("Stock run's network time: the torch-backend run's seconds per call (mirroring off) times the "
                  "number of calls. Memory: peak PSS summed over the prediction's processes.")

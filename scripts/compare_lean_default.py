@@ -53,9 +53,11 @@ def main() -> int:
                     help="every network's recipe: lean (nnUNetTrainerBudget: Adam 1e-2, poly) or nnunet "
                          "(nnUNetTrainerBudgetSGD: nnU-Net's SGD; the README's figures before the lean recipe)")
     ap.add_argument("--reports-only", action="store_true", help="stop after the speed reports")
+    ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     args = ap.parse_args()
     study = Study(args.workdir, str(BIN), str(TRAINERS),
-                  {k: getattr(args, k) for k in ("epochs", "iters", "num_train", "num_test", "recipe")})
+                  {k: getattr(args, k) for k in ("epochs", "iters", "num_train", "num_test", "recipe")},
+                  device=args.device)
     trainer = "nnUNetTrainerBudget" + ("SGD" if args.recipe == "nnunet" else "")
 
     for kind in args.datasets:  # speed first: nothing else of the study runs beside it

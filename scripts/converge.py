@@ -51,6 +51,7 @@ def main() -> int:
     ap.add_argument("--num-train", type=int, default=30)
     ap.add_argument("--num-test", type=int, default=10)
     ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/converge"))
+    ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     args = ap.parse_args()
     d, name, make = DATASETS[args.dataset]
     root = Path(args.workdir).expanduser() / args.dataset
@@ -62,7 +63,7 @@ def main() -> int:
         epochs = args.start_epochs * 2 ** level
         study = Study(str(root / f"E{epochs}"), str(BIN), str(TRAINERS),
                       {"epochs": epochs, "iters": args.iters, "num_train": args.num_train, "num_test": args.num_test,
-                       "dataset": args.dataset})
+                       "dataset": args.dataset}, device=args.device)
         study.prepare(d, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), *make])
         pre = study.folders(name)[1]
         for key in pending:
@@ -103,8 +104,8 @@ def summarise(results: dict, root: Path, args) -> None:
                              f"{100 * (v - ref['dice_per_label'][k]):+.1f}" for k, v in r["dice_per_label"].items())
                          if ref else "-",
                          "median epoch (s)": f"{r['median_epoch_s']:.1f}"})
-    header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, {args.iters} iterations "
-              f"per epoch, epochs doubling from {args.start_epochs}; converged = validation Dice moved < "
+    header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, "
+              f"{args.iters} iterations per epoch, epochs doubling from {args.start_epochs}; converged = validation Dice moved < "
               f"{100 * MOVE:.1f} points when the steps doubled (`python scripts/converge.py --dataset {args.dataset}`)")
     write_text_atomically(header + "\n\n" + markdown_table(rows) + "\n", str(root / "results.md"))
     write_json_atomically({"args": vars(args), "results": results}, str(root / "results.json"), indent=1)

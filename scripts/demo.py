@@ -2,7 +2,8 @@
 
 Run through scripts/demo.sh (which builds the venv first). Steps: synthetic dataset ->
 nnUNetv2_plan_and_preprocess (nnUNetPlans, then -pl LeanPlanner) -> nnUNetv2_train fold 0 with
-nnUNetTrainerVanillaAdamQuick (the lean recipe, the same for both) on each plans -> nnUNetv2_predict on the test cases -> nnUNetv2_evaluate_folder
+nnUNetTrainerVanillaAdamQuick (the lean recipe, the same for both) on each plans -> nnUNetv2_predict on
+the test cases -> nnUNetv2_evaluate_folder
 -> `nnunet_lean report` (peak tensor memory of a training step, both networks in one process)
 -> a table of parameters, seconds per epoch, training-step memory and test Dice.
 """
@@ -80,7 +81,8 @@ def main() -> int:
         r[MEMORY] = f"{r[MEMORY]:.0f}"
         r["test Dice"] = f"{r['test Dice']:.3f}"
     print(f"\n{args.num_train} training / {args.num_test} test cases at {args.size}^3, fold 0, {TRAINER} "
-          f"(the lean recipe, nnU-Net's VanillaAdam, for both; CPU, {os.cpu_count()} cores). Memory: peak of live tensors in one training step (parameters, "
+          f"(the lean recipe, nnU-Net's VanillaAdam, for both; CPU, {os.cpu_count()} cores). Memory: peak of live "
+          f"tensors in one training step (parameters, "
           f"gradients, optimizer state, activations) at the plan's patch and batch, both networks measured in "
           f"one process by `nnunet_lean report` (the process's resident size would mostly be PyTorch itself)\n")
     print(markdown_table(rows))

@@ -62,10 +62,11 @@ def main() -> int:
                     help="lean: nnunet_lean.recipe (Adam 1e-2, poly); nnunet: nnU-Net's SGD (*BudgetSGD trainers)")
     ap.add_argument("--summary-only", action="store_true",
                     help="write results.md/json and pareto.png from the runs finished so far; train nothing")
+    ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     args = ap.parse_args()
     study = Study(args.workdir, str(BIN), str(TRAINERS),
                   {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test", "recipe")},
-                  create=not args.summary_only)
+                  create=not args.summary_only, device=args.device)
     if args.summary_only:
         runs = [dict(variant=label, **r) for fold in args.folds
                 for label, plans, trainer in runs_of_fold(fold, args.recipe)

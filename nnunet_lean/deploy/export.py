@@ -92,7 +92,8 @@ def export(folder: Union[str, Path], folds: Sequence[Union[int, str]], out: Unio
             _onnx_export(network, example, str(tmp / name), opset)
             check = check_fold(network, str(tmp / name), example)
             if not check["passed"]:
-                raise DeployError(f"fold {run.fold}: exported logits differ from torch's by {check['max_abs_diff']:.3g} "
+                raise DeployError(f"fold {run.fold}: exported logits differ from torch's by "
+                                  f"{check['max_abs_diff']:.3g} "
                                   f"(logit range {check['logit_range']:.3g}, allowed {TOLERANCE:g} of it): "
                                   f"nothing written; try another --opset")
             entries.append({"fold": str(run.fold), "file": name, "checkpoint": checkpoint,

@@ -110,7 +110,8 @@ def predict(input_folder: str, output_folder: str, options: PredictOptions, *, e
         _run(predictor_from_export(export_folder, folds, options), input_folder, output_folder, options)
         return
     if dataset is None or configuration is None:
-        raise DeployError("give -m EXPORT_FOLDER, or -d DATASET -c CONFIGURATION (with -tr/-p/-f as for nnUNetv2_predict)")
+        raise DeployError("give -m EXPORT_FOLDER, or -d DATASET -c CONFIGURATION "
+                          "(with -tr/-p/-f as for nnUNetv2_predict)")
     folder = model_folder(dataset, trainer, plans, configuration)
     folds = list(folds) if folds else ["0", "1", "2", "3", "4"]
     if options.backend == "torch":
