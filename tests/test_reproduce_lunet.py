@@ -25,3 +25,14 @@ def test_per_run_rows_group_by_variant_and_list_every_output():
     col = "validation Dice full / 1/2 / 1/4 / ..."
     assert [r[col] for r in rows] == ["-", "0.970 / 0.850 / 0.680 / 0.060", "0.000 / 0.796 / 0.649"]
     assert rows[2]["parameters"] == "88,872" and rows[2]["test Dice"] == "0.000"
+
+
+def test_goals_count_stuck_runs_and_stuck_outputs_that_carry_loss_weight():
+    runs = [{"variant": "Unet 75 %", "fold": 1, "dice": 0.0, "validation_dice_per_output": [0.0, 0.8, 0.04, 0.0]},
+            {"variant": "LUnet Nf=4", "fold": 1, "dice": 0.94, "validation_dice_per_output": [0.95, 0.03, 0.6, 0.0]},
+            {"variant": "STAMP", "fold": 0, "dice": 0.049, "validation_dice_per_output": None}]
+    text = _script().goals(runs)
+    # the coarsest output carries no loss weight: its 0.0 counts nowhere
+    assert text.startswith("Runs with full-resolution test Dice < 0.05: 2 of 3 (Unet 75 % f1, STAMP f0)")
+    assert text.endswith("(of 2 runs): full 1 / 1/2 1 / 1/4 1.")
+    assert [t for _, _, t in _script().runs_of_fold(0, "nnunet")][-1] == "nnUNetTrainerBudgetSGD"
