@@ -150,7 +150,10 @@ def cmd_dice_vs_time(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from nnunet_lean.deploy.export import export, model_folder
 
-    data = export(model_folder(args.d, args.tr, args.p, args.c), args.f, args.o, args.chk, args.opset, args.overwrite)
+    from nnunet_lean.deploy.export import DEFAULT_FOLDS
+
+    data = export(model_folder(args.d, args.tr, args.p, args.c), args.f or DEFAULT_FOLDS, args.o, args.chk,
+                  args.opset, args.overwrite)
     for e in data["folds"]:
         c = e["self_check"]
         print(f"fold {e['fold']}: {e['file']} ({e['parameters']:,} parameters), max |onnx - torch| "
@@ -172,13 +175,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
             configuration=args.c, folds=args.f, checkpoint=args.chk)
 
 
-def _trained_run_args(parser: argparse.ArgumentParser, required: bool) -> None:
+def _trained_run_args(parser: argparse.ArgumentParser, required: bool, folds_help: str) -> None:
     """nnU-Net's -d/-c/-tr/-p/-f/-chk, as nnUNetv2_predict and nnUNetv2_export_model_to_zip take them."""
     parser.add_argument("-d", required=required, default=None, help="dataset id or name")
     parser.add_argument("-c", required=required, default=None, help="configuration, e.g. 3d_fullres or 2d")
     parser.add_argument("-tr", default="nnUNetTrainer", help="trainer (default: nnUNetTrainer)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
-    parser.add_argument("-f", nargs="+", default=None, help="folds (default: 0 1 2 3 4; with -m: all exported)")
+    parser.add_argument("-f", nargs="+", default=None, help=folds_help)
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint (default: checkpoint_final.pth)")
 
 
@@ -259,18 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export trained folds to ONNX (fp32, self-checked against torch) with a "
                                        "manifest, for nnunet_lean predict -m")
-    _trained_run_args(ex, required=True)
+    _trained_run_args(ex, required=True, folds_help="folds (default: 0 1 2 3 4)")
     ex.add_argument("-o", required=True, help="export folder to create")
     ex.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    ex.set_defaults(func=cmd_export, f=None)
+    ex.set_defaults(func=cmd_export)
 
     pd = sub.add_parser("predict", help="nnU-Net's predictor with the network run by a CPU backend "
                                         "(torch, onnxruntime, openvino)")
     pd.add_argument("-i", required=True, help="input folder (as for nnUNetv2_predict)")
     pd.add_argument("-o", required=True, help="output folder")
     pd.add_argument("-m", default=None, help="export folder (nnunet_lean export); instead of -d/-c/-tr/-p")
-    _trained_run_args(pd, required=False)
+    _trained_run_args(pd, required=False, folds_help="folds (default: 0 1 2 3 4; with -m: every exported fold)")
     pd.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="openvino")
     pd.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
                     help="threads of the network backend (default: all cores)")

@@ -6,11 +6,16 @@ import os
 import tempfile
 
 
-def _default_mode() -> int:
-    """The mode open() would give a new file (mkstemp's is 0600, unreadable to a shared group)."""
+def _default_mode(directory: bool = False) -> int:
+    """The mode open() (or mkdir) would give a new file (folder); mkstemp's is 0600 and mkdtemp's 0700,
+    unreadable to a shared group."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def default_folder_mode() -> int:
+    return _default_mode(directory=True)
 
 
 def write_text_atomically(text: str, path: str) -> None:

@@ -66,10 +66,11 @@ class RecipeGuard:
 
 
 def recipe_mismatch(trainer, checkpoint: dict) -> Optional[str]:
-    """None when ``checkpoint`` was written under the recipe ``trainer`` trains with, else why not and
-    what to run instead."""
+    """None when ``checkpoint`` was written under the recipe ``trainer`` trains with (or its training is
+    over: ``--val`` and a finished run load checkpoint_final but train no further), else why not and what
+    to run instead."""
     saved = checkpoint.get("optimizer_state")
-    if not saved or not saved.get("param_groups"):
+    if not saved or not saved.get("param_groups") or checkpoint.get("current_epoch", 0) >= trainer.num_epochs:
         return None
     was, now = optimizer_recipe(saved), optimizer_recipe(trainer.optimizer.state_dict())
     if was == now:

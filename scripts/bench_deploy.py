@@ -143,7 +143,9 @@ def measure(study, work, raw, d, key, fold, backend, precision, tta, rnd, export
             else ["-m", str(exports[fold])]
         cmd = ["nnunet_lean", "predict", *common, *where, "--backend", backend, "--threads", str(threads),
                "--disable_progress_bar"] + (["--bf16"] if precision == "bf16" else [])
-    env = dict(study.env, NNUNET_LEAN_NETWORK_TIMES=str(times), OMP_NUM_THREADS=str(threads))
+    # nnUNet_def_n_proc caps torch's threads while nnU-Net predicts: the stock run gets --threads too
+    env = dict(study.env, NNUNET_LEAN_NETWORK_TIMES=str(times), OMP_NUM_THREADS=str(threads),
+               nnUNet_def_n_proc=str(threads))
     m = commands.run_measured(cmd, env=env, log_path=str(work / "logs" / f"predict_{out.name}.log"), tree=True)
     if m.returncode != 0:
         raise CommandError(f"{' '.join(cmd)} failed (exit {m.returncode}):\n" + m.output[-3000:])

@@ -78,8 +78,10 @@ def main() -> int:
         pending = [k for k in pending if not converged(results[k])]
     summarise(results, root, args)
     last = [results[k][-1]["fold_dir"] for k in args.networks if results[k]]
+    reference = ["--reference", results["default"][-1]["fold_dir"]] if results.get("default") else []
     if len(last) > 1:
-        study.step("dice_vs_time", ["nnunet_lean", "dice-vs-time", *last, "-o", str(root / "dice_vs_time.png")])
+        study.step("dice_vs_time", ["nnunet_lean", "dice-vs-time", *last, "-o", str(root / "dice_vs_time.png"),
+                                    *reference])
     return 0
 
 

@@ -77,8 +77,9 @@ def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference,
     shutil.copytree(export, moved)
     shutil.rmtree(export)
     bare = {k: v for k, v in stamp.env().items() if k not in ("nnUNet_results", "nnUNet_raw", "nnUNet_preprocessed")}
-    for backend in ("onnxruntime", "openvino"):
-        predict(stamp, tmp_path / backend, "-m", str(moved), "--backend", backend, env=bare)
+    predict(stamp, tmp_path / "onnxruntime", "-m", str(moved), "--backend", "onnxruntime", "-npp", "0", "-nps", "0",
+            env=bare)   # nnU-Net's sequential path (no worker processes)
+    predict(stamp, tmp_path / "openvino", "-m", str(moved), "--backend", "openvino", env=bare)
     # from the trained folds: torch directly, openvino through an on-the-fly export
     predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch")
     predict(stamp, tmp_path / "openvino_d", *RUN, "-f", "0", "1", "--backend", "openvino")
@@ -114,8 +115,13 @@ def test_bad_inputs_print_one_line_exit_2_and_write_nothing(stamp, tmp_path, cap
     good = tmp_path / "good"
     assert run_cli(["export", *RUN, "-f", "0", "-o", str(good)], capsys)[0] == 0
     out = tmp_path / "out"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("not an export")
     cases = [
         (["export", *RUN, "-f", "0", "4", "-o", str(tmp_path / "x")], "has no fold 4 (trained folds: 0, 1"),
+        (["export", *RUN, "-o", str(tmp_path / "x")], "has no fold 2 (trained folds: 0, 1"),   # nnU-Net's 0..4
+        (["export", *RUN, "-f", "0", "-o", str(other), "--overwrite"], "is not an export folder"),
         (["export", *RUN, "-f", "0", "-o", str(good)], "exists: give another -o, or --overwrite"),
         (["export", *RUN[:-2], "-p", "NoSuchPlans", "-f", "0", "-o", str(tmp_path / "x")], "no trained run"),
         (["predict", "-i", images, "-o", str(out), "-m", str(tmp_path)], "is not an export folder"),
@@ -138,4 +144,5 @@ def test_bad_inputs_print_one_line_exit_2_and_write_nothing(stamp, tmp_path, cap
                          "--backend", "openvino"], capsys)
     assert code == 2 and 'pip install "nnunet-lean[deploy]"' in err[0], err
     assert not out.exists() and not (tmp_path / "x").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # no temporary export left either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "notes"]  # no temporary export left either
+    assert (other / "keep.txt").read_text() == "not an export"

@@ -122,7 +122,7 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(trained):
     class Old:  # what nnU-Net's configure_optimizers reads
         network, initial_lr, weight_decay, num_epochs = torch.nn.ParameterList(params), 1e-2, 3e-5, 1000
     ckpt["optimizer_state"] = NnunetRecipe.configure_optimizers(Old())[0].state_dict()
-    ckpt["current_epoch"] = 1000  # nnUNetTrainerLean's last epoch: resuming trains no further epoch
+    ckpt["current_epoch"] = 999  # one epoch of nnUNetTrainerLean's 1000 left: an unfinished run
     folder = fold_dir(trained, "nnUNetTrainerLean", "nnUNetPlans", "3d_fullres")
     folder.mkdir(parents=True)
     torch.save(ckpt, folder / "checkpoint_latest.pth")
@@ -135,6 +135,8 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(trained):
         in proc.stderr, proc.stderr[-2000:]
     renamed = fold_dir(trained, "nnUNetTrainerLeanSGD", "nnUNetPlans", "3d_fullres").parent
     folder.parent.rename(renamed)
+    ckpt["current_epoch"] = 1000  # (so that this test trains no 250-step epoch: the run is just finished)
+    torch.save(ckpt, renamed / "fold_0" / "checkpoint_latest.pth")
     trained.run(args + ["-tr", "nnUNetTrainerLeanSGD"], training=True)
     final = torch.load(renamed / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["optimizer_state"]["param_groups"][0]["momentum"] == 0.99 and final["current_epoch"] == 1000

@@ -46,3 +46,20 @@ def test_recipe_is_read_from_an_optimizer_state():
     assert recipe.optimizer_recipe(sgd.state_dict()) == "SGD, lr 0.01"
     assert recipe.twin_name("nnUNetTrainerLean_Nf16") == "nnUNetTrainerLean_Nf16SGD"
     assert recipe.twin_name("nnUNetTrainerLean_Nf16SGD") == "nnUNetTrainerLean_Nf16"
+
+
+def test_a_finished_run_is_never_refused():
+    """--val and --c of a finished run load checkpoint_final but train no further: any recipe will do."""
+    host = _Host()
+    host.optimizer = training.nnUNetTrainerLean.configure_optimizers(host)[0]
+    sgd = training.nnUNetTrainerLeanSGD.configure_optimizers(host)[0].state_dict()
+    assert recipe.recipe_mismatch(_Named(host), {"optimizer_state": sgd, "current_epoch": 9}).startswith(
+        "this checkpoint was trained with SGD, lr 0.01, but _Named now trains with Adam, lr 0.01")
+    assert recipe.recipe_mismatch(_Named(host), {"optimizer_state": sgd, "current_epoch": 10}) is None
+
+
+class _Named(training.nnUNetTrainerLean):
+    """nnUNetTrainerLean's recipe without nnU-Net's __init__."""
+
+    def __init__(self, host):
+        self.optimizer, self.num_epochs, self.output_folder = host.optimizer, host.num_epochs, "/r/X__P__C/fold_0"

@@ -22,10 +22,11 @@ import torch
 from nnunet_lean import runs
 from nnunet_lean.deploy import backends, manifest
 from nnunet_lean.deploy.errors import DeployError
-from nnunet_lean.jsonio import write_json_atomically
+from nnunet_lean.jsonio import default_folder_mode, write_json_atomically
 
 OPSET = 17
 TOLERANCE = 1e-3   # of the logit range
+DEFAULT_FOLDS = ("0", "1", "2", "3", "4")   # nnU-Net's, when -f is not given
 
 
 def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
@@ -34,7 +35,7 @@ def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> 
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     if not nnUNet_results:
-        raise DeployError("nnUNet_results is not set: point it at your trained models, or use -m EXPORT_FOLDER")
+        raise DeployError("nnUNet_results is not set: point it at the folder of your trained models")
     try:
         name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
     except RuntimeError:
@@ -69,8 +70,12 @@ def export(folder: Union[str, Path], folds: Sequence[Union[int, str]], out: Unio
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
     out = Path(out).expanduser().resolve()
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise DeployError(f"{out} exists: give another -o, or --overwrite")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise DeployError(f"{out} exists: give another -o, or --overwrite")
+        if not (out / manifest.MANIFEST).is_file():
+            raise DeployError(f"{out} exists and is not an export folder (no {manifest.MANIFEST}): --overwrite "
+                              "replaces only an earlier export; give another -o")
     backends.require("onnxruntime")  # the self-check runs the exported file
     trained = runs.run_folds(folder, folds)
     predictor = runs.load_predictor(trained, checkpoint)
@@ -81,7 +86,7 @@ def export(folder: Union[str, Path], folds: Sequence[Union[int, str]], out: Unio
     channels = determine_num_input_channels(pm, cm, predictor.dataset_json)
     patch = [int(p) for p in cm.patch_size]
     example = torch.randn(1, channels, *patch, generator=torch.Generator().manual_seed(0))
-    network = predictor.network.eval()
+    network = getattr(predictor.network, "_orig_mod", predictor.network).eval()  # nnUNet_compile may wrap it
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -119,6 +124,7 @@ def export(folder: Union[str, Path], folds: Sequence[Union[int, str]], out: Unio
                 "folds": entries, "versions": backends.installed_versions(),
                 "files": manifest.file_hashes(tmp)}
         write_json_atomically(data, str(tmp / manifest.MANIFEST), indent=1)
+        os.chmod(tmp, default_folder_mode())   # mkdtemp's 0700 would keep the shipped folder private
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)

@@ -21,7 +21,7 @@ from nnunet_lean import runs
 from nnunet_lean.deploy import backends, manifest
 from nnunet_lean.deploy.adapter import BackendNetwork, TorchNetwork, fold_parameters
 from nnunet_lean.deploy.errors import DeployError
-from nnunet_lean.deploy.export import export, model_folder
+from nnunet_lean.deploy.export import DEFAULT_FOLDS, export, model_folder
 
 
 @dataclass
@@ -113,7 +113,7 @@ def predict(input_folder: str, output_folder: str, options: PredictOptions, *, e
         raise DeployError("give -m EXPORT_FOLDER, or -d DATASET -c CONFIGURATION "
                           "(with -tr/-p/-f as for nnUNetv2_predict)")
     folder = model_folder(dataset, trainer, plans, configuration)
-    folds = list(folds) if folds else ["0", "1", "2", "3", "4"]
+    folds = list(folds) if folds else list(DEFAULT_FOLDS)
     if options.backend == "torch":
         _run(predictor_from_folds(folder, folds, checkpoint, options), input_folder, output_folder, options)
         return
@@ -123,8 +123,13 @@ def predict(input_folder: str, output_folder: str, options: PredictOptions, *, e
 
 
 def _run(predictor, input_folder: str, output_folder: str, options: PredictOptions) -> None:
+    import nnunetv2.inference.predict_from_raw_data as nnunet_predict
+
     if predictor.configuration_manager.previous_stage_name is not None:
         raise DeployError("cascade stages need the previous stage's prediction: use nnUNetv2_predict for them")
+    # nnU-Net caps torch's threads at nnUNet_def_n_proc while it predicts (read at call time): --threads rules
+    nnunet_predict.default_num_processes = options.threads
+    os.makedirs(output_folder, exist_ok=True)   # nnUNetv2_predict makes it too; the sequential path needs it
     if options.npp == 0 and options.nps == 0:
         predictor.predict_from_files_sequential(input_folder, output_folder, options.save_probabilities,
                                                 not options.continue_prediction)
