@@ -21,6 +21,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
+from nnunet_lean_bench_trainers import BudgetSchedule  # the sibling module (nnUNet_extTrainer's folder)
+
 
 def _part(name: str) -> str:
     """Parameter name -> network part: enc0.., dec0.. (deepest first), head0.., up0.."""
@@ -32,14 +34,8 @@ def _part(name: str) -> str:
     return "other"
 
 
-class LearningProbe:
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(os.environ.get("NNUNET_LEAN_BUDGET_EPOCHS", "10"))
-        self.num_iterations_per_epoch = int(os.environ.get("NNUNET_LEAN_BUDGET_ITERS", "50"))
-        self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 5)
-        self.save_every = 5
+class LearningProbe(BudgetSchedule):
+    """The studies' budget (scripts/learning_probe.py sets it) plus the per-epoch record."""
 
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
