@@ -2,7 +2,7 @@
 the all-background start, with per-epoch diagnostics of every deep-supervision output and decoder stage.
 
     python scripts/learning_probe.py [--workdir ~/.cache/nnunet-lean/probe] [--epochs 10 --iters 50]
-                                     [--folds 1] [--plans UnetNf4_Scaled75 ...] [--recipes SGD Adam]
+                                     [--folds 1] [--plans UnetNf4_Scaled75 ...] [--recipes SGD Adam ...]
 
 The paper study's data (hippocampus-like, 40 training / 10 test cases at 64^3, dataset 980) and plans
 (nnU-Net's 5-stage plan at the paper's widths, made with `nnunet_lean modify-plans`); each run is a stock
@@ -24,6 +24,7 @@ from nnunet_lean.tables import markdown_table
 
 BIN = Path(sys.executable).parent
 TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
+RECIPES = ["SGD", "Adam", "SGDDice", "SGDPrior", "SGD3x", "Paper"]  # nnUNetTrainerProbe<recipe>
 DATASET, NAME = 980, "Dataset980_LeanHippocampus"
 DERIVED = {"UnetNf4": ("nnUNetPlans", ["--base", "4"]), "LUnetNf8": ("nnUNetPlans", ["--nf", "8"]),
            "LUnetNf4": ("nnUNetPlans", ["--nf", "4"]), "UnetNf4_Scaled75": ("UnetNf4", ["--scale", "0.75"]),
@@ -61,7 +62,9 @@ def main() -> int:
     ap.add_argument("--folds", type=int, nargs="+", default=[1])
     ap.add_argument("--plans", nargs="+", default=["UnetNf4_Scaled75", "UnetNf4_Scaled25", "LUnetNf4", "UnetNf4"],
                     choices=sorted(DERIVED))
-    ap.add_argument("--recipes", nargs="+", default=["SGD", "Adam"], choices=["SGD", "Adam"])
+    ap.add_argument("--recipes", nargs="+", default=["SGD", "Adam"], choices=RECIPES,
+                    help="SGD, Adam: nnU-Net's two optimizers; SGDDice, SGDPrior, SGD3x: SGD with one change (Dice "
+                         "loss only, prior-initialised heads, 3x learning rate); Paper: the LUnet paper's recipe")
     args = ap.parse_args()
     study = Study(args.workdir, str(BIN), str(TRAINERS), {"epochs": args.epochs, "iters": args.iters})
     study.prepare(DATASET, NAME, ["-n", "40", "--num-test", "10", "--size", "64"])

@@ -10,7 +10,9 @@
 
 Budget: NNUNET_LEAN_BUDGET_EPOCHS x NNUNET_LEAN_BUDGET_ITERS (like the study's budget trainers).
 Recipes: nnU-Net's SGD (lr 1e-2, Nesterov 0.99, poly) or nnU-Net's own nnUNetTrainerVanillaAdam
-(Adam, lr 1e-2, poly), nothing else changed.
+(Adam, lr 1e-2, poly), nothing else changed; and single-change variants of SGD that each test one
+candidate cause (Dice loss only, prior-initialised heads, a 3x learning rate), plus the LUnet paper's
+own recipe (Adam lr 1e-2 without schedule, Dice loss only, channel dropout 0.005).
 """
 import json
 import os
@@ -19,7 +21,9 @@ from collections import defaultdict
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.loss.nnUNetTrainerDiceLoss import nnUNetTrainerDiceLoss
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_lean_bench_trainers import BudgetSchedule  # the sibling module (nnUNet_extTrainer's folder)
 
@@ -39,6 +43,10 @@ class LearningProbe(BudgetSchedule):
 
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
+        self._add_probe_hook(optimizer)
+        return optimizer, scheduler
+
+    def _add_probe_hook(self, optimizer) -> None:
         self._grad_sums, self._grad_steps = defaultdict(float), 0
 
         def pre_step(opt, *_):
@@ -51,7 +59,6 @@ class LearningProbe(BudgetSchedule):
                 self._grad_sums[k] += v ** 0.5
             self._grad_steps += 1
         optimizer.register_step_pre_hook(pre_step)
-        return optimizer, scheduler
 
     def on_train_start(self):
         super().on_train_start()
@@ -115,3 +122,59 @@ class nnUNetTrainerProbeSGD(LearningProbe, nnUNetTrainer):
 
 class nnUNetTrainerProbeAdam(LearningProbe, nnUNetTrainerVanillaAdam):
     """nnU-Net's nnUNetTrainerVanillaAdam: Adam lr 1e-2, poly."""
+
+
+class nnUNetTrainerProbeSGDDice(LearningProbe, nnUNetTrainerDiceLoss):
+    """nnU-Net's SGD with Dice loss only (nnU-Net's nnUNetTrainerDiceLoss): is CE on the rare foreground
+    what collapses the outputs?"""
+
+
+class nnUNetTrainerProbeSGDPrior(LearningProbe, nnUNetTrainer):
+    """nnU-Net's SGD with every segmentation head's bias set to log(class frequency) of training batches
+    (the focal-loss paper's prior init): does a start at the class prior, instead of ~uniform, avoid it?"""
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.current_epoch > 0:  # resumed (--c): the checkpoint's heads stay
+            return
+        counts = None
+        for _ in range(10):
+            target = next(self.dataloader_train)["target"]
+            target = target[0] if isinstance(target, (list, tuple)) else target
+            c = torch.bincount(target.long().flatten().clamp_min(0), minlength=self.label_manager.num_segmentation_heads)
+            counts = c if counts is None else counts + c
+        prior = (counts.double() + 1) / (counts.sum() + counts.numel())
+        net = self.network._orig_mod if hasattr(self.network, "_orig_mod") else self.network
+        with torch.no_grad():
+            for head in net.decoder.seg_layers:
+                head.bias.copy_(prior.log().to(head.bias))
+        self.print_to_log_file(f"heads' bias = log prior {[round(float(p), 4) for p in prior]}")
+
+
+class nnUNetTrainerProbeSGD3x(LearningProbe, nnUNetTrainer):
+    """nnU-Net's SGD at 3x its learning rate (3e-2): is the step size what the narrow blocks lack?"""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 3e-2
+
+
+class nnUNetTrainerProbePaper(LearningProbe, nnUNetTrainerDiceLoss):
+    """The LUnet paper's recipe (tureture/LUnet configs): Adam lr 1e-2 with no schedule, Dice loss only,
+    channel dropout 0.005 (nnU-Net's data, patch and deep supervision kept)."""
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        self._add_probe_hook(optimizer)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        kwargs = dict(configuration_manager.network_arch_init_kwargs, dropout_op="torch.nn.Dropout3d",
+                      dropout_op_kwargs={"p": 0.005})
+        imports = tuple(set(configuration_manager.network_arch_init_kwargs_req_import) | {"dropout_op"})
+        return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs, imports,
+                                      num_input_channels, num_output_channels, allow_init=True,
+                                      deep_supervision=enable_deep_supervision)
