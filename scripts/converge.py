@@ -11,7 +11,8 @@ the held-out cases (nnUNetv2_evaluate_folder). A network is converged at level L
 level L-1; levels go on for the networks not yet converged, up to --max-level. Recipes: "default" and the
 lean networks use the lean recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's (nnUNetTrainerBudgetSGD).
 Writes results.md / results.json, and `nnunet_lean dice-vs-time` of each network's last level (reference:
-the default) as dice_vs_time.png/.md/.json. Run it on an otherwise idle machine: the times are compared.
+the default) as dice_vs_time.png/.md/.json, and `nnunet_lean report` (in-process step ratio of the same
+networks on nnUNetPlans) as report.md. Run it on an otherwise idle machine: the times are compared.
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ NETWORKS = {"default": ("nnU-Net default, lean recipe", "nnUNetPlans", "nnUNetTr
             "lean32": ("LUnet Nf=32, lean recipe", "nnUNetLeanPlans", "nnUNetTrainerBudget", "LeanPlanner"),
             "lean16": ("LUnet Nf=16, lean recipe", "nnUNetLeanNf16Plans", "nnUNetTrainerBudget", "LeanPlannerNf16"),
             "lean64": ("LUnet Nf=64, lean recipe", "nnUNetLeanNf64Plans", "nnUNetTrainerBudget", "LeanPlannerNf64")}
+# the same networks on nnUNetPlans (the lean planners keep nnU-Net's patch and batch): `nnunet_lean report`
+REPORT_TRAINERS = {"default": None, "default_sgd": None, "lean32": "nnUNetTrainerLean",
+                   "lean16": "nnUNetTrainerLean_Nf16", "lean64": "nnUNetTrainerLean_Nf64"}
+PARITY = 0.01  # issue 14's goal: within 1.0 point of the default's test Dice, per label
 MOVE = 0.005   # converged: doubling the steps moves validation Dice by less than this
 
 
@@ -82,6 +87,11 @@ def main() -> int:
     if len(last) > 1:
         study.step("dice_vs_time", ["nnunet_lean", "dice-vs-time", *last, "-o", str(root / "dice_vs_time.png"),
                                     *reference])
+    # the in-process training-step ratio, to read beside the curves (their times come from separate processes)
+    trainers = sorted({REPORT_TRAINERS[k] for k in args.networks} - {None})   # the report's first row: the default
+    if trainers and not (root / "report.md").exists():
+        study.step("report", ["nnunet_lean", "report", "-d", str(d), "-p", "nnUNetPlans", "-tr", *trainers,
+                              "--device", args.device, "-o", str(root / "report")])
     return 0
 
 
@@ -106,12 +116,28 @@ def summarise(results: dict, root: Path, args) -> None:
                              f"{100 * (v - ref['dice_per_label'][k]):+.1f}" for k, v in r["dice_per_label"].items())
                          if ref else "-",
                          "median epoch (s)": f"{r['median_epoch_s']:.1f}"})
+    final = []
+    for key, rs in results.items():
+        if not rs or not base:
+            continue
+        r, ref = rs[-1], base[-1]
+        gaps = {k: v - ref["dice_per_label"][k] for k, v in r["dice_per_label"].items()}
+        final.append({"network (its last budget)": r["label"], "steps": r["steps"],
+                      "converged": "yes" if converged(rs) else "no",
+                      "test Dice per label": ", ".join(f"{v:.3f}" for v in r["dice_per_label"].values()),
+                      f"per label - default at {ref['steps']} steps (points)":
+                          ", ".join(f"{100 * g:+.1f}" for g in gaps.values()),
+                      "within 1 point per label": "-" if key == "default" else
+                      ("yes" if min(gaps.values()) > -PARITY else "no")})
     header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, "
               f"{args.iters} iterations per epoch, epochs doubling from {args.start_epochs}; converged = validation Dice moved < "
               f"{100 * MOVE:.1f} points when the steps doubled (`python scripts/converge.py --dataset {args.dataset}`)")
-    write_text_atomically(header + "\n\n" + markdown_table(rows) + "\n", str(root / "results.md"))
+    text = header + "\n\n" + markdown_table(rows) + "\n"
+    if final:
+        text += "\nEach network at its last budget against the default at its last budget:\n\n" + markdown_table(final) + "\n"
+    write_text_atomically(text, str(root / "results.md"))
     write_json_atomically({"args": vars(args), "results": results}, str(root / "results.json"), indent=1)
-    print(header + "\n\n" + markdown_table(rows), flush=True)
+    print(text, flush=True)
 
 
 if __name__ == "__main__":
