@@ -50,7 +50,12 @@ class nnUNetTrainerBudget(BudgetSchedule, LeanRecipe, nnUNetTrainer):
 class nnUNetTrainerLeanBudget(BudgetSchedule, nnUNetTrainerLean):
     """nnUNetTrainerLean's network and recipe on any plans, the studies' budget; nnU-Net's final validation
     of the fold without mirroring (8x fewer network calls on large cases; the checkpoint keeps the mirroring
-    axes, so prediction mirrors as usual)."""
+    axes, so prediction mirrors as usual). Saves checkpoint_latest every epoch: its epochs can take minutes."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.save_every = 1
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         axes, self.inference_allowed_mirroring_axes = self.inference_allowed_mirroring_axes, None
