@@ -6,4 +6,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv=$(bash "$root/scripts/setup_env.sh" | tail -n 1)
 cd "$root"
 # the venv's pytest executable (not `python -m pytest`): the checkout must not shadow the install
-exec "$venv/bin/pytest" -p no:cacheprovider "$root/tests" "$@"
+exec "$venv/bin/pytest" -p no:cacheprovider --durations=15 "$root/tests" "$@"
