@@ -89,6 +89,18 @@ class Study:
             return None
         return [o["dice"] for o in json.loads(path.read_text())[0]["outputs"]]
 
+    def evaluate(self, step_name: str, name: str, plans: str, truth: Path, pred: Path,
+                 summary: Optional[Path] = None) -> None:
+        """nnUNetv2_evaluate_folder of ``pred`` against ``truth`` (labelsTs, or another prediction) with the
+        dataset's dataset.json and ``plans``; into ``summary`` (default: ``pred``/summary.json)."""
+        raw, pre, _ = self.folders(name)
+        cmd = ["nnUNetv2_evaluate_folder", str(truth), str(pred), "-djfile", str(raw / "dataset.json"),
+               "-pfile", str(pre / f"{plans}.json"), "-np", "1"]
+        if summary is not None:
+            summary.parent.mkdir(parents=True, exist_ok=True)
+            cmd += ["-o", str(summary)]
+        self.step(step_name, cmd)
+
     def train_command(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> List[str]:
         """Stock nnUNetv2_train; with --c where an interrupted run left checkpoint_latest.pth (nnU-Net
         writes it every ``save_every`` epochs), so a session's cut-off costs at most that many epochs."""
@@ -109,9 +121,7 @@ class Study:
             self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
                                          "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
                                          "-device", self.device, "-npp", "1", "-nps", "1", "--disable_tta"])
-            self.step(f"evaluate_{d}_{tag}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
-                                          "-djfile", str(raw / "dataset.json"), "-pfile", str(pre / f"{plans}.json"),
-                                          "-np", "1"])
+            self.evaluate(f"evaluate_{d}_{tag}", name, plans, raw / "labelsTs", pred)
         if not (pred / DEEP_SUPERVISION_JSON).exists():
             self.step(f"deep_supervision_dice_{d}_{tag}", ["nnunet_lean", "deep-supervision-dice", str(fold_dir),
                                                            "-o", str(pred / DEEP_SUPERVISION_JSON)])

@@ -59,7 +59,7 @@ def main() -> int:
                    "num_test": args.num_test, "spacing": args.spacing})
     study.prepare(DATASET, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), "--kind", "mni",
                                   "--spacing", str(args.spacing), "--name", name.split("_", 1)[1]])
-    raw, pre, results = study.folders(name)
+    raw, _, results = study.folders(name)
     fold_dir = runs.fold_folder(results, TRAINER, PLANS, "3d_fullres", 0)
     if not (fold_dir / "checkpoint_final.pth").exists():
         study.step("train", study.train_command(DATASET, name, PLANS, TRAINER, 0), study.train_env)
@@ -68,6 +68,7 @@ def main() -> int:
         study.step("export", ["nnunet_lean", "export", "-d", str(DATASET), "-c", "3d_fullres", "-tr", TRAINER,
                               "-p", PLANS, "-f", "0", "-o", str(export), "--overwrite"])
     rows, store = [], study.work / "results.json"
+    reference = study.work / "predictions" / "torch"
     for key, label, backend, bf16 in candidates(args.backends):
         out = study.work / "predictions" / key
         if not (out / "vs_truth" / "summary.json").exists():
@@ -77,10 +78,10 @@ def main() -> int:
                                           *where, "--backend", backend, "--threads", str(args.threads),
                                           "-npp", "1", "-nps", "1", "--disable_progress_bar",
                                           *(["--bf16"] if bf16 else [])])
-            evaluate(study, raw / "labelsTs", out, out / "vs_truth", raw, pre)
-        reference = study.work / "predictions" / "torch"
+            study.evaluate(f"evaluate_{key}_vs_truth", name, PLANS, raw / "labelsTs", out,
+                           out / "vs_truth" / "summary.json")
         if key != "torch" and not (out / "vs_torch" / "summary.json").exists():
-            evaluate(study, reference, out, out / "vs_torch", raw, pre)
+            study.evaluate(f"evaluate_{key}_vs_torch", name, PLANS, reference, out, out / "vs_torch" / "summary.json")
         rows.append(row(key, label, out))
         write_json_atomically(rows, str(store), indent=1)
     labels = {str(v): k for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if v}
@@ -93,14 +94,6 @@ def main() -> int:
                           + goals(rows) + "\n", str(study.work / "results.md"))
     print((study.work / "results.md").read_text())
     return 0
-
-
-def evaluate(study: Study, truth: Path, pred: Path, where: Path, raw: Path, pre: Path) -> None:
-    """nnUNetv2_evaluate_folder of ``pred`` against ``truth`` into ``where``/summary.json."""
-    where.mkdir(parents=True, exist_ok=True)
-    study.step(f"evaluate_{pred.name}_{where.name}", [
-        "nnUNetv2_evaluate_folder", str(truth), str(pred), "-djfile", str(raw / "dataset.json"),
-        "-pfile", str(pre / f"{PLANS}.json"), "-o", str(where / "summary.json"), "-np", "1"])
 
 
 def row(key: str, label: str, out: Path) -> dict:
@@ -134,12 +127,13 @@ def display(r: dict, fp32: dict) -> dict:
 def goals(rows: list) -> str:
     lines = []
     for r in rows[1:]:
-        worst_agree = min(r["agreement_per_label"].values())
-        worst_change = max(abs(c) for c in change_points(r, fp32_of(r, rows)).values())
         if r["key"].endswith("_bf16"):
-            lines.append(f"- {r['label']}: largest per-label test Dice change vs {fp32_of(r, rows)['key']} fp32 {worst_change:.3f} points "
+            fp32 = fp32_of(r, rows)
+            worst_change = max(abs(c) for c in change_points(r, fp32).values())
+            lines.append(f"- {r['label']}: largest per-label test Dice change vs {fp32['key']} fp32 {worst_change:.3f} points "
                          f"(goal <= {GOAL_BF16_POINTS}): {'met' if worst_change <= GOAL_BF16_POINTS else 'missed'}")
         else:
+            worst_agree = min(r["agreement_per_label"].values())
             lines.append(f"- {r['label']}: lowest per-label agreement with torch {worst_agree:.5f} "
                          f"(goal >= {GOAL_AGREEMENT}): {'met' if worst_agree >= GOAL_AGREEMENT else 'missed'}")
     return "\n".join(lines)

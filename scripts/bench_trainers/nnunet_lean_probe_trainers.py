@@ -41,6 +41,10 @@ def _part(name: str) -> str:
 class LearningProbe(BudgetSchedule):
     """The studies' budget (scripts/learning_probe.py sets it) plus the per-epoch record."""
 
+    def raw_network(self) -> torch.nn.Module:
+        """The network itself, not its torch.compile wrapper."""
+        return getattr(self.network, "_orig_mod", self.network)
+
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
         self._add_probe_hook(optimizer)
@@ -50,7 +54,7 @@ class LearningProbe(BudgetSchedule):
         self._grad_sums, self._grad_steps = defaultdict(float), 0
 
         def pre_step(opt, *_):
-            net = self.network._orig_mod if hasattr(self.network, "_orig_mod") else self.network
+            net = self.raw_network()
             sq = defaultdict(float)
             for name, p in net.named_parameters():
                 if p.grad is not None and not name.startswith("decoder.encoder."):
@@ -66,7 +70,7 @@ class LearningProbe(BudgetSchedule):
 
     @torch.no_grad()
     def _probe(self) -> dict:
-        net = self.network._orig_mod if hasattr(self.network, "_orig_mod") else self.network
+        net = self.raw_network()
         net.eval()
         stats, handles = {}, []
         for i, stage in enumerate(net.decoder.stages):
@@ -144,7 +148,7 @@ class nnUNetTrainerProbeSGDPrior(LearningProbe, nnUNetTrainer):
             c = torch.bincount(target.long().flatten().clamp_min(0), minlength=self.label_manager.num_segmentation_heads)
             counts = c if counts is None else counts + c
         prior = (counts.double() + 1) / (counts.sum() + counts.numel())
-        net = self.network._orig_mod if hasattr(self.network, "_orig_mod") else self.network
+        net = self.raw_network()
         with torch.no_grad():
             for head in net.decoder.seg_layers:
                 head.bias.copy_(prior.log().to(head.bias))
