@@ -116,7 +116,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     repeats = {k: v for k, v in (("step_repeats", args.step_repeats), ("predict_repeats", args.predict_repeats))
                if v is not None}  # unset: measure's defaults
-    results, meta = report.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device, **repeats)
+    results, meta = report.report(str(args.d), args.c, args.p, args.tr, args.pruned, args.device, **repeats,
+                                  cpu_bf16=args.cpu_bf16)
     out = args.o or f"report_{meta['dataset']}_{args.p}_{args.c}"
     text, json_path = report.write(results, meta, out)
     print(text)
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pruned", nargs="*", default=[], help="fold folders of finished (pruning) runs, "
                                                               "measured at their trained widths")
     rp.add_argument("--device", default="cpu")
+    rp.add_argument("--cpu-bf16", action="store_true", help="training steps under bf16 autocast on the CPU "
+                                                             "(as the studies train there; predictions stay fp32)")
     rp.add_argument("--step-repeats", type=_positive_int, default=None, help="timed steps per network")
     rp.add_argument("--predict-repeats", type=_positive_int, default=None,
                     help="timed predictions per network")

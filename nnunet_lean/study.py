@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 from nnunet_lean import commands, runs
 from nnunet_lean.errors import LeanError
 from nnunet_lean.jsonio import write_json_atomically
+from nnunet_lean.precision import CPU_BF16_ENV
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
 BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
@@ -24,7 +25,9 @@ class Study:
                  create: bool = True, device: str = "cpu"):
         """``create=False`` opens only a study already begun in ``workdir`` (StudyError otherwise).
         ``device``: nnU-Net's -device for training and prediction (not part of the budget: a study begun
-        on the CPU may go on on a GPU)."""
+        on the CPU may go on on a GPU). ``budget["precision"] == "bf16"`` (optional; part of the budget, so a
+        study is never resumed in another precision): the budget trainers train with bf16 autocast on a CPU
+        (nnunet_lean.precision); on a GPU nnU-Net's own fp16 autocast applies either way."""
         self.work = Path(workdir).expanduser().resolve()
         self.device = device
         self._check_budget(budget, create)
@@ -32,6 +35,8 @@ class Study:
         self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), **ext)
         self.train_env = dict(commands.nnunet_environment(str(self.work), bin_dir, training=True), **ext,
                               **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
+        if budget.get("precision") == "bf16":
+            self.train_env[CPU_BF16_ENV] = "1"
         self.step = commands.run_steps(str(self.work / "logs"), self.env)
 
     def _check_budget(self, budget: Dict[str, object], create: bool) -> None:

@@ -1,6 +1,6 @@
 """Converged parity: default vs LUnet trained until doubling the steps moves validation Dice < 0.5 points.
 
-    python scripts/converge.py --dataset airway [--start-epochs 40 --iters 50] [--max-level 3]
+    python scripts/converge.py --dataset airway [--start-epochs 40 --iters 50] [--max-level 3] [--precision bf16]
                                [--networks default default_sgd lean32 lean16] [--workdir ~/.cache/nnunet-lean/converge]
 
 Per dataset (airway-like at 48^3, or MNI at 3 mm; 30 training / 10 test cases): nnUNetPlans and the
@@ -13,6 +13,11 @@ lean networks use the lean recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's
 Writes results.md / results.json, and `nnunet_lean dice-vs-time` of each network's last level (reference:
 the default) as dice_vs_time.png/.md/.json, and `nnunet_lean report` (in-process step ratio of the same
 networks on nnUNetPlans) as report.md. Run it on an otherwise idle machine: the times are compared.
+--precision bf16 (default): on a CPU every training step runs under bf16 autocast (nnunet_lean.precision; about
+half the time of fp32 there, the counterpart of nnU-Net's fp16 autocast on a GPU) and the report times its steps
+the same way; validation, test predictions and checkpoints stay fp32. Each precision has its own folder
+(WORKDIR/DATASET_PRECISION): `--precision fp32 --max-level 0 --networks default lean32` is the control that
+shows what bf16 changes in Dice.
 """
 from __future__ import annotations
 
@@ -57,9 +62,11 @@ def main() -> int:
     ap.add_argument("--num-test", type=int, default=10)
     ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/converge"))
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
+    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                    help="training steps on a CPU (a GPU uses nnU-Net's own fp16 autocast either way)")
     args = ap.parse_args()
     d, name, make = DATASETS[args.dataset]
-    root = Path(args.workdir).expanduser() / args.dataset
+    root = Path(args.workdir).expanduser() / f"{args.dataset}_{args.precision}"
     results = {key: [] for key in args.networks}
     pending = list(args.networks)
     for level in range(args.max_level + 1):
@@ -68,7 +75,7 @@ def main() -> int:
         epochs = args.start_epochs * 2 ** level
         study = Study(str(root / f"E{epochs}"), str(BIN), str(TRAINERS),
                       {"epochs": epochs, "iters": args.iters, "num_train": args.num_train, "num_test": args.num_test,
-                       "dataset": args.dataset}, device=args.device)
+                       "dataset": args.dataset, "precision": args.precision}, device=args.device)
         study.prepare(d, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), *make])
         pre = study.folders(name)[1]
         for key in pending:
@@ -91,7 +98,8 @@ def main() -> int:
     trainers = sorted({REPORT_TRAINERS[k] for k in args.networks} - {None})   # the report's first row: the default
     if trainers and not (root / "report.md").exists():
         study.step("report", ["nnunet_lean", "report", "-d", str(d), "-p", "nnUNetPlans", "-tr", *trainers,
-                              "--device", args.device, "-o", str(root / "report")])
+                              "--device", args.device, "-o", str(root / "report"),
+                              *(["--cpu-bf16"] if args.precision == "bf16" and args.device == "cpu" else [])])
     return 0
 
 
@@ -130,8 +138,10 @@ def summarise(results: dict, root: Path, args) -> None:
                       "within 1 point per label": "-" if key == "default" else
                       ("yes" if min(gaps.values()) > -PARITY else "no")})
     header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, "
-              f"{args.iters} iterations per epoch, epochs doubling from {args.start_epochs}; converged = validation Dice moved < "
-              f"{100 * MOVE:.1f} points when the steps doubled (`python scripts/converge.py --dataset {args.dataset}`)")
+              f"{args.iters} iterations per epoch, epochs doubling from {args.start_epochs}, training steps in "
+              f"{args.precision} on {args.device}; converged = validation Dice moved < {100 * MOVE:.1f} points "
+              f"when the steps doubled (`python scripts/converge.py --dataset {args.dataset} "
+              f"--precision {args.precision}`)")
     text = header + "\n\n" + markdown_table(rows) + "\n"
     if final:
         text += "\nEach network at its last budget against the default at its last budget:\n\n" + markdown_table(final) + "\n"

@@ -213,12 +213,21 @@ def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp, tmp_pa
 
 
 def test_report_measures_a_pruned_fold_at_its_trained_widths(stamp, tmp_path):
+    from nnunet_lean.precision import cpu_has_native_bf16
     from nnunet_lean.runs import TrainedFold, checkpoint_parameters
 
     folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
-    stamp.run(["nnunet_lean", "report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1",
-               "--predict-repeats", "1", "-o", str(tmp_path / "r")], ext_trainers=True)
-    default, pruned = load_json(tmp_path / "r.json")["results"]
+    bf16 = cpu_has_native_bf16()   # the studies' training precision on this CPU (docs/learning.md)
+    proc = stamp.run(["nnunet_lean", "report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1",
+                      "--predict-repeats", "1", "--cpu-bf16", "-o", str(tmp_path / "r")], ext_trainers=True,
+                     check=bf16)
+    if not bf16:
+        assert proc.returncode == 2 and "no native bf16" in proc.stderr and not (tmp_path / "r.json").exists()
+        return
+    data = load_json(tmp_path / "r.json")
+    assert data["meta"]["train_step_precision"] == "bf16 autocast"
+    assert "training steps in bf16 autocast" in (tmp_path / "r.md").read_text()
+    default, pruned = data["results"]
     assert pruned["parameters"] == checkpoint_parameters(TrainedFold.open(folder).load("checkpoint_final.pth"))
     assert pruned["parameters"] < default["parameters"]
 

@@ -43,7 +43,8 @@ def test_converge_compares_each_network_at_its_last_budget_with_the_default_at_i
                "lean32": [_run("lean", 2000, 0.700, [0.88, 0.60]), _run("lean", 4000, 0.760, [0.905, 0.705]),
                           _run("lean", 8000, 0.764, [0.912, 0.705])]}
     assert script.converged(results["default"]) and not script.converged(results["lean32"][:2])
-    args = Namespace(dataset="airway", num_train=30, num_test=10, iters=50, start_epochs=40)
+    args = Namespace(dataset="airway", num_train=30, num_test=10, iters=50, start_epochs=40, precision="bf16",
+                     device="cpu")
     script.summarise(results, tmp_path, args)
     text = (tmp_path / "results.md").read_text()
     final = text.split("against the default at its last budget")[1]

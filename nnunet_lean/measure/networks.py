@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnunet_lean.precision import autocast_training_forward
 
 STEP_REPEATS, PREDICT_REPEATS = 7, 3  # timed turns per candidate (the report's defaults)
 
@@ -141,15 +142,19 @@ def round_robin_seconds(calls: Sequence[Callable[[], object]], repeats: int,
 def measure(candidates: Sequence[Tuple[str, Callable[[bool], nn.Module]]], loss: nn.Module,
             predictor_factory: Callable[[nn.Module], object], patch: List[int], batch: int,
             case_shape: List[int], in_ch: int, num_classes: int, device: torch.device,
-            step_repeats: int = STEP_REPEATS, predict_repeats: int = PREDICT_REPEATS) -> List[Measurement]:
+            step_repeats: int = STEP_REPEATS, predict_repeats: int = PREDICT_REPEATS,
+            cpu_bf16: bool = False) -> List[Measurement]:
     """Measure (label, ``build(deep_supervision)``) candidates; ``build`` returns the network with its
-    weights loaded, if any. Times are taken in turns across the candidates."""
+    weights loaded, if any. Times are taken in turns across the candidates. ``cpu_bf16``: training steps
+    under bf16 autocast (nnunet_lean.precision, as the studies train on a CPU); predictions stay fp32."""
     static, steps, predicts = [], [], []
     image = torch.randn(in_ch, *case_shape, generator=torch.Generator().manual_seed(1))
     for label, build in candidates:
         torch.manual_seed(0)
         net = build(True).to(device)
         gflops, full_res_share = forward_gflops(net, patch, in_ch, device)
+        if cpu_bf16:
+            autocast_training_forward(net)
         step = train_step(net, loss, patch, batch, in_ch, num_classes, device)
         static.append((label, sum(p.numel() for p in net.parameters()), gflops, peak_tensor_mb(step, device),
                        full_res_share))

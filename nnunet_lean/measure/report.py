@@ -91,8 +91,8 @@ def setting(dataset: str, configuration: str, plans: str) -> Setting:
 
 def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str] = (),
            pruned_folds: Sequence[str] = (), device: str = "cpu",
-           step_repeats: int = measure.STEP_REPEATS, predict_repeats: int = measure.PREDICT_REPEATS
-           ) -> Tuple[List[measure.Measurement], dict]:
+           step_repeats: int = measure.STEP_REPEATS, predict_repeats: int = measure.PREDICT_REPEATS,
+           cpu_bf16: bool = False) -> Tuple[List[measure.Measurement], dict]:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     st = setting(dataset, configuration, plans)
@@ -108,10 +108,11 @@ def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str]
     builds = [(label, lambda ds, cls=cls, weights=weights: st.build(cls, ds, weights))
               for label, cls, weights in candidates(trainers, pruned_folds)]
     results = measure.measure(builds, st.loss, predictor, st.patch, st.batch, st.case_shape, st.in_ch, st.out_ch,
-                              dev, step_repeats, predict_repeats)
+                              dev, step_repeats, predict_repeats, cpu_bf16)
     meta = {"dataset": os.path.basename(st.folder), "plans": plans, "configuration": configuration,
             "patch_size": st.patch, "batch_size": st.batch, "case_shape": st.case_shape,
             "device": device, "torch_threads": torch.get_num_threads(), "mirroring": False,
+            "train_step_precision": "bf16 autocast" if cpu_bf16 else "fp32",
             "step_repeats": step_repeats, "predict_repeats": predict_repeats}
     return results, meta
 
@@ -123,7 +124,8 @@ def write(results: List[measure.Measurement], meta: dict, out_prefix: str) -> Tu
     table = markdown_table([r.as_row(base) for r in results])
     header = (f"{meta['dataset']} / {meta['plans']} / {meta['configuration']}: patch {meta['patch_size']}, "
               f"batch {meta['batch_size']}, case {meta['case_shape']}, {meta['device']} "
-              f"({meta['torch_threads']} threads), prediction without mirroring; ratios are to the first row")
+              f"({meta['torch_threads']} threads), training steps in "
+              f"{meta.get('train_step_precision', 'fp32')}, prediction fp32 without mirroring; ratios are to the first row")
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     write_text_atomically(header + "\n\n" + table + "\n", out_prefix + ".md")
     write_json_atomically({"meta": meta, "results": [r.as_json(base) for r in results]}, out_prefix + ".json",

@@ -5,6 +5,7 @@ import os
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_lean.precision import CPU_BF16_ENV, PrecisionError, autocast_training_forward
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
                                          nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
 from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
@@ -21,7 +22,9 @@ class BudgetSchedule:
     """The study's fixed budget: NNUNET_LEAN_BUDGET_EPOCHS x NNUNET_LEAN_BUDGET_ITERS
     (scripts/reproduce_lunet.py sets both; defaults 30 x 50). Pruning runs prune every epoch from
     30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left.
-    A run resumed after an interruption goes on from its last 5-epoch checkpoint."""
+    A run resumed after an interruption goes on from its last 5-epoch checkpoint.
+    NNUNET_LEAN_CPU_BF16=1 (a Study with budget precision bf16 sets it): training steps on a CPU run under
+    bf16 autocast (nnunet_lean.precision); not for pruning runs, whose surgery rebuilds the network."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -41,6 +44,11 @@ class BudgetSchedule:
             total = sum(self.pruning_state["initial_widths"].values())
             steps = self.prune_stop_epoch - self.prune_start_epoch
             self.prune_channels_per_step = max(1, math.ceil(0.75 * total / steps))
+        if os.environ.get(CPU_BF16_ENV) == "1" and self.device.type == "cpu":
+            if hasattr(self, "pruning_state"):
+                raise PrecisionError(f"pruning runs train in fp32: unset {CPU_BF16_ENV}")
+            autocast_training_forward(self.network)
+            self.print_to_log_file(f"training steps under bf16 autocast on the CPU ({CPU_BF16_ENV}=1)")
 
 
 class nnUNetTrainerBudget(BudgetSchedule, LeanRecipe, nnUNetTrainer):
