@@ -77,6 +77,7 @@ def main() -> int:
             study.step(f"predict_{key}", ["nnunet_lean", "predict", "-i", str(raw / "imagesTs"), "-o", str(out),
                                           *where, "--backend", backend, "--threads", str(args.threads),
                                           "-npp", "1", "-nps", "1", "--disable_progress_bar",
+                                          "--continue_prediction",   # an interrupted run keeps its finished cases
                                           *(["--bf16"] if bf16 else [])])
             study.evaluate(f"evaluate_{key}_vs_truth", name, PLANS, raw / "labelsTs", out,
                            out / "vs_truth" / "summary.json")
