@@ -43,8 +43,8 @@ def autocast_training_forward(network: torch.nn.Module) -> torch.nn.Module:
     if getattr(network.forward, "_lean_bf16", False):
         return network
     if not cpu_has_native_bf16():
-        raise PrecisionError("this CPU has no native bf16 (AVX512-BF16 or AMX): train in fp32 "
-                             "(leave NNUNET_LEAN_CPU_BF16 unset)")
+        raise PrecisionError(f"this CPU has no native bf16 (AVX512-BF16 or AMX): use fp32 (leave {CPU_BF16_ENV} "
+                             f"unset, drop --cpu-bf16)")
     forward = network.forward
 
     @functools.wraps(forward)
