@@ -81,13 +81,19 @@ def run_measured(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
                     peak[0] if tree else None)
 
 
-def nnunet_environment(workdir: str, bin_dir: str, training: bool = False) -> Dict[str, str]:
-    """Environment for stock nnU-Net commands on CPU with their folders under ``workdir``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+PASS_THROUGH = ("nnUNet_compile",)  # how to run, not where the data is
+
+
+def nnunet_environment(workdir: str, bin_dir: str, training: bool = False, device: str = "cpu") -> Dict[str, str]:
+    """Environment for stock nnU-Net commands with their folders under ``workdir``. The user's nnU-Net
+    variables are dropped (a study must not read or write their folders), except the run-time choice in
+    ``PASS_THROUGH``. Training on a CPU runs data augmentation in the main process; on a GPU nnU-Net's own
+    worker count applies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_") or k in PASS_THROUGH}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", nnUNet_raw=os.path.join(workdir, "raw"),
                nnUNet_preprocessed=os.path.join(workdir, "preprocessed"),
                nnUNet_results=os.path.join(workdir, "results"), nnUNet_def_n_proc="1", MPLBACKEND="Agg")
-    if training:
+    if training and device == "cpu":
         env["nnUNet_n_proc_DA"] = "0"  # breaks plan_and_preprocess: training only
     return env
 

@@ -33,7 +33,7 @@ class Study:
         self._check_budget(budget, create)
         ext = {"nnUNet_extTrainer": ext_trainers}
         self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), **ext)
-        self.train_env = dict(commands.nnunet_environment(str(self.work), bin_dir, training=True), **ext,
+        self.train_env = dict(commands.nnunet_environment(str(self.work), bin_dir, training=True, device=device), **ext,
                               **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
         if budget.get("precision") == "bf16":
             self.train_env[CPU_BF16_ENV] = "1"

@@ -17,7 +17,7 @@ networks on nnUNetPlans) as report.md. Run it on an otherwise idle machine: the 
 half the time of fp32 there, the counterpart of nnU-Net's fp16 autocast on a GPU) and the report times its steps
 the same way; validation, test predictions and checkpoints stay fp32. Each precision has its own folder
 (WORKDIR/DATASET_PRECISION): `--precision fp32 --max-level 0 --networks default lean32` is the control that
-shows what bf16 changes in Dice.
+shows what bf16 changes in Dice. --device cuda: nnU-Net's own fp16 autocast, folder WORKDIR/DATASET_cuda.
 """
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ def main() -> int:
                     help="training steps on a CPU (a GPU uses nnU-Net's own fp16 autocast either way)")
     args = ap.parse_args()
     d, name, make = DATASETS[args.dataset]
-    root = Path(args.workdir).expanduser() / f"{args.dataset}_{args.precision}"
+    # on a GPU nnU-Net's fp16 autocast trains either way: one folder per device there, per precision on a CPU
+    precision = args.precision if args.device == "cpu" else "fp16"
+    root = Path(args.workdir).expanduser() / f"{args.dataset}_{precision if args.device == 'cpu' else args.device}"
     results = {key: [] for key in args.networks}
     pending = list(args.networks)
     for level in range(args.max_level + 1):
@@ -75,7 +77,7 @@ def main() -> int:
         epochs = args.start_epochs * 2 ** level
         study = Study(str(root / f"E{epochs}"), str(BIN), str(TRAINERS),
                       {"epochs": epochs, "iters": args.iters, "num_train": args.num_train, "num_test": args.num_test,
-                       "dataset": args.dataset, "precision": args.precision}, device=args.device)
+                       "dataset": args.dataset, "precision": precision}, device=args.device)
         study.prepare(d, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), *make])
         pre = study.folders(name)[1]
         for key in pending:
@@ -137,11 +139,13 @@ def summarise(results: dict, root: Path, args) -> None:
                           ", ".join(f"{100 * g:+.1f}" for g in gaps.values()),
                       "within 1 point per label": "-" if key == "default" else
                       ("yes" if min(gaps.values()) > -PARITY else "no")})
+    steps = (f"training steps in {args.precision} on the CPU" if args.device == "cpu" else
+             f"training steps under nnU-Net's fp16 autocast on {args.device}")
+    command = (f"python scripts/converge.py --dataset {args.dataset} " +
+               (f"--precision {args.precision}" if args.device == "cpu" else f"--device {args.device}"))
     header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, "
-              f"{args.iters} iterations per epoch, epochs doubling from {args.start_epochs}, training steps in "
-              f"{args.precision} on {args.device}; converged = validation Dice moved < {100 * MOVE:.1f} points "
-              f"when the steps doubled (`python scripts/converge.py --dataset {args.dataset} "
-              f"--precision {args.precision}`)")
+              f"{args.iters} iterations per epoch, epochs doubling from {args.start_epochs}, {steps}; "
+              f"converged = validation Dice moved < {100 * MOVE:.1f} points when the steps doubled (`{command}`)")
     text = header + "\n\n" + markdown_table(rows) + "\n"
     if final:
         text += "\nEach network at its last budget against the default at its last budget:\n\n" + markdown_table(final) + "\n"

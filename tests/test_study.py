@@ -19,6 +19,19 @@ def test_study_refuses_a_budget_other_than_the_one_it_began_with(tmp_path):
     assert json.loads((tmp_path / "budget.json").read_text()) == BUDGET  # left as it was
 
 
+def test_a_study_keeps_the_users_folders_out_and_gpu_training_gets_nnunets_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", "/users/own/results")
+    monkeypatch.setenv("nnUNet_compile", "f")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "7")
+    cpu = Study(str(tmp_path / "cpu"), "/bin", "/trainers", BUDGET)
+    gpu = Study(str(tmp_path / "gpu"), "/bin", "/trainers", BUDGET, device="cuda")
+    for study in (cpu, gpu):
+        assert study.env["nnUNet_results"] == str(study.work / "results")
+        assert study.train_env["nnUNet_compile"] == "f"  # how to run passes through
+    assert cpu.train_env["nnUNet_n_proc_DA"] == "0"  # 2-core CPU: augmentation in the training process
+    assert "nnUNet_n_proc_DA" not in gpu.train_env  # a GPU gets nnU-Net's own worker count
+
+
 def test_opening_only_an_existing_study_creates_nothing(tmp_path):
     work = tmp_path / "none"
     with pytest.raises(StudyError, match="no study in .*without --summary-only first"):
