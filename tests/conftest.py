@@ -103,3 +103,18 @@ def load_json(path: Path) -> dict:
 def fold_dir(nnunet: NNUNet, trainer: str, plans: str, config: str, fold: Optional[int] = 0) -> Path:
     d = nnunet.dataset_dir(HIPPO_ID, "results") / f"{trainer}__{plans}__{config}"
     return d if fold is None else d / f"fold_{fold}"
+
+
+def labels_of(folder: Path) -> dict:
+    """Case file name -> label array of every segmentation in ``folder``."""
+    import SimpleITK as sitk
+    return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(Path(folder).glob("*.nii.gz"))}
+
+
+def per_label_dice(a: dict, b: dict) -> dict:
+    """Dice per label over all cases (voxels pooled), labels present in either."""
+    import numpy as np
+    assert a.keys() == b.keys() and a
+    x, y = np.concatenate([a[k].ravel() for k in a]), np.concatenate([b[k].ravel() for k in a])
+    return {int(k): 2 * np.sum((x == k) & (y == k)) / (np.sum(x == k) + np.sum(y == k))
+            for k in np.union1d(np.unique(x), np.unique(y)) if k > 0}

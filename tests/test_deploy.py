@@ -1,31 +1,16 @@
 """Deployment: `nnunet_lean export` and `nnunet_lean predict` on two STAMP folds pruned to different
 widths (the shared `stamp` fixture), against stock nnUNetv2_predict of the same folds."""
 import json
-import os
 import pickle
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 
-from conftest import HIPPO_ID, STAMP, fold_dir, load_json
+from conftest import HIPPO_ID, STAMP, fold_dir, labels_of, load_json, per_label_dice
 
 RUN = ["-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", "nnUNetPlans"]
 AGREE = 0.999   # per-label Dice between a backend's segmentation and nnUNetv2_predict's
-
-
-def labels_of(folder):
-    return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*.nii.gz"))}
-
-
-def per_label_dice(a: dict, b: dict) -> dict:
-    """Dice per label over all cases (voxels pooled), labels present in either."""
-    assert a.keys() == b.keys() and a
-    x, y = np.concatenate([a[k].ravel() for k in a]), np.concatenate([b[k].ravel() for k in a])
-    return {int(k): 2 * np.sum((x == k) & (y == k)) / (np.sum(x == k) + np.sum(y == k))
-            for k in np.union1d(np.unique(x), np.unique(y)) if k > 0}
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +131,31 @@ def test_bad_inputs_print_one_line_exit_2_and_write_nothing(stamp, tmp_path, cap
     assert not out.exists() and not (tmp_path / "x").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "notes"]  # no temporary export left either
     assert (other / "keep.txt").read_text() == "not an export"
+
+
+def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
+    """3d_cascade_fullres needs the 3d_lowres prediction as an input channel: export (every ONNX backend) and
+    the torch backend refuse it in one line, exit 2, writing nothing. The stage is a copy of a trained fold
+    whose plans make it one, in a results tree of its own."""
+    src = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
+    results = tmp_path / "results"
+    run = results / src.parent.name / f"{STAMP}__nnUNetPlans__3d_cascade_fullres"
+    shutil.copytree(src / "fold_0", run / "fold_0")
+    plans = load_json(src / "plans.json")
+    plans["configurations"]["3d_lowres"] = {"inherits_from": "3d_fullres", "next_stage": "3d_cascade_fullres"}
+    plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    (run / "plans.json").write_text(json.dumps(plans))
+    shutil.copy(src / "dataset.json", run / "dataset.json")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    cascade = ["-d", str(HIPPO_ID), "-c", "3d_cascade_fullres", "-tr", STAMP, "-p", "nnUNetPlans", "-f", "0"]
+    images = str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs")
+    message = ("3d_cascade_fullres is a cascade stage (it needs the 3d_lowres prediction as input): use "
+               "nnUNetv2_predict for it, or export and predict 3d_fullres or 2d")
+    for args in (["export", *cascade, "-o", str(tmp_path / "export")],
+                 ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "torch"],
+                 ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "openvino"]):
+        proc = stamp.run(["nnunet_lean", *args], ext_trainers=True, check=False,
+                         extra_env={"nnUNet_results": str(results)})
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args[0], proc.stderr[-2000:])
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before

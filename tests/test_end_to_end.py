@@ -8,7 +8,7 @@ Trained here (fold 0, tiny schedules from tests/ext_trainers, --npz):
 import pytest
 import torch
 
-from conftest import HIPPO_ID, fold_dir, load_json
+from conftest import HIPPO_ID, fold_dir, labels_of, load_json, per_label_dice
 
 MIN_DICE = 0.5  # all-background scores 0; 150 CPU steps reach ~0.85 here
 
@@ -86,6 +86,18 @@ def test_find_best_configuration_and_ensemble(trained, tmp_path):
     trained.run(["nnUNetv2_ensemble", "-i", str(p2), str(p3), "-o", str(ens), "-np", "1"])
     assert sorted(p.name for p in ens.glob("*.nii.gz")) == sorted(p.name for p in p3.glob("*.nii.gz"))
     assert test_dice(trained, ens) > MIN_DICE
+
+
+def test_a_2d_fold_predicts_through_openvino_as_nnunet_does(trained, tmp_path):
+    """`nnunet_lean predict` of the 2d fold (exported on the fly to ONNX, run by OpenVINO) segments the test
+    cases as nnUNetv2_predict of the same fold does."""
+    stock = predict(trained, tmp_path / "stock", "nnUNetTrainerLeanTiny", "nnUNetPlans", "2d")
+    images = trained.dataset_dir(HIPPO_ID, "raw") / "imagesTs"
+    trained.run(["nnunet_lean", "predict", "-i", str(images), "-o", str(tmp_path / "openvino"), "-d", str(HIPPO_ID),
+                 "-c", "2d", "-tr", "nnUNetTrainerLeanTiny", "-p", "nnUNetPlans", "-f", "0", "--backend", "openvino",
+                 "--threads", "2", "-npp", "1", "-nps", "1", "--disable_progress_bar"], ext_trainers=True)
+    dice = per_label_dice(labels_of(tmp_path / "openvino"), labels_of(stock))
+    assert dice and min(dice.values()) >= 0.999, dice
 
 
 def deep_supervision_dice(nnunet, folder) -> list:

@@ -46,6 +46,17 @@ def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> 
     return folder
 
 
+def refuse_cascade(folder: Path, configuration: str) -> None:
+    """DeployError for a cascade stage (its input includes the previous stage's prediction), read from the run
+    folder's plans before any weights are loaded."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    previous = PlansManager(str(Path(folder) / "plans.json")).get_configuration(configuration).previous_stage_name
+    if previous is not None:
+        raise DeployError(f"{configuration} is a cascade stage (it needs the {previous} prediction as input): "
+                          "use nnUNetv2_predict for it, or export and predict 3d_fullres or 2d")
+
+
 def total_stride(configuration_manager) -> List[int]:
     """Product of the pooling strides per axis: the sizes the network accepts are multiples of it."""
     return [int(s) for s in np.prod(np.array(configuration_manager.pool_op_kernel_sizes), axis=0)]
@@ -78,11 +89,9 @@ def export(folder: Union[str, Path], folds: Sequence[Union[int, str]], out: Unio
                               "replaces only an earlier export; give another -o")
     backends.require("onnxruntime")  # the self-check runs the exported file
     trained = runs.run_folds(folder, folds)
+    refuse_cascade(folder, trained[0].configuration)
     predictor = runs.load_predictor(trained, checkpoint)
     cm, pm = predictor.configuration_manager, predictor.plans_manager
-    if cm.previous_stage_name is not None:
-        raise DeployError(f"{trained[0].configuration} is a cascade stage (it needs the "
-                          f"{cm.previous_stage_name} prediction as input): export and predict 3d_fullres or 2d")
     channels = determine_num_input_channels(pm, cm, predictor.dataset_json)
     patch = [int(p) for p in cm.patch_size]
     example = torch.randn(1, channels, *patch, generator=torch.Generator().manual_seed(0))

@@ -21,7 +21,7 @@ from nnunet_lean import runs
 from nnunet_lean.deploy import backends, manifest
 from nnunet_lean.deploy.adapter import BackendNetwork, TorchNetwork, fold_parameters
 from nnunet_lean.deploy.errors import DeployError
-from nnunet_lean.deploy.export import DEFAULT_FOLDS, export, model_folder
+from nnunet_lean.deploy.export import DEFAULT_FOLDS, export, model_folder, refuse_cascade
 
 
 @dataclass
@@ -88,6 +88,7 @@ def predictor_from_folds(folder: Path, folds: Sequence[str], checkpoint: str, op
     """torch backend: nnU-Net's predictor on the trained folds, its network wrapped for bf16."""
     backends.check_choice(options.backend, options.precision)
     trained = runs.run_folds(folder, folds)
+    refuse_cascade(folder, trained[0].configuration)
     predictor = runs.load_predictor(trained, checkpoint, tile_step_size=options.step_size, use_gaussian=True,
                                     use_mirroring=not options.disable_tta, perform_everything_on_device=False,
                                     verbose=options.verbose, verbose_preprocessing=options.verbose,
@@ -125,8 +126,6 @@ def predict(input_folder: str, output_folder: str, options: PredictOptions, *, e
 def _run(predictor, input_folder: str, output_folder: str, options: PredictOptions) -> None:
     import nnunetv2.inference.predict_from_raw_data as nnunet_predict
 
-    if predictor.configuration_manager.previous_stage_name is not None:
-        raise DeployError("cascade stages need the previous stage's prediction: use nnUNetv2_predict for them")
     # nnU-Net caps torch's threads at nnUNet_def_n_proc while it predicts (read at call time): --threads rules
     nnunet_predict.default_num_processes = options.threads
     os.makedirs(output_folder, exist_ok=True)   # nnUNetv2_predict makes it too; the sequential path needs it

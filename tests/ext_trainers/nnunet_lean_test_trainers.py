@@ -13,7 +13,20 @@ TINY = {"num_epochs": 6, "num_iterations_per_epoch": 25, "num_val_iterations_per
 
 
 class TinySchedule(ScheduleOverrides):
+    """Seeded (random, numpy, torch) before the network is built, so a test's training is the same every time:
+    nnU-Net does not seed, and unseeded the lean network under VanillaAdam once left epoch 0 at background
+    and ended at 0.35 test Dice after these 150 steps (2026-11-29), where its runs usually reach ~0.9."""
     schedule = TINY
+    seed = 0
+
+    def initialize(self):
+        import random
+
+        import numpy as np
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        super().initialize()
 
 
 class nnUNetTrainerTiny(TinySchedule, nnUNetTrainerVanillaAdam):
