@@ -134,8 +134,8 @@ def test_bad_inputs_print_one_line_exit_2_and_write_nothing(stamp, tmp_path, cap
 
 
 def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
-    """3d_cascade_fullres needs the 3d_lowres prediction as an input channel: export (every ONNX backend) and
-    the torch backend refuse it in one line, exit 2, writing nothing. The stage is a copy of a trained fold
+    """3d_cascade_fullres needs the 3d_lowres prediction as an input channel: export (which the ONNX backends
+    of predict -d run first) and the torch backend refuse it in one line, exit 2, writing nothing. The stage is a copy of a trained fold
     whose plans make it one, in a results tree of its own."""
     src = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
     results = tmp_path / "results"
@@ -152,8 +152,7 @@ def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
     message = ("3d_cascade_fullres is a cascade stage (it needs the 3d_lowres prediction as input): use "
                "nnUNetv2_predict for it, or export and predict 3d_fullres or 2d")
     for args in (["export", *cascade, "-o", str(tmp_path / "export")],
-                 ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "torch"],
-                 ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "openvino"]):
+                 ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "torch"]):
         proc = stamp.run(["nnunet_lean", *args], ext_trainers=True, check=False,
                          extra_env={"nnUNet_results": str(results)})
         err = proc.stderr.strip().splitlines()
