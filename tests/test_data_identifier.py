@@ -31,9 +31,9 @@ def test_lean_plans_share_the_default_data_only_when_it_is_the_same(hippo):
                "-np", "1", "1"])
     assert {c: folder_hashes(pre / f"nnUNetPlans_{c}") for c in ("2d", "3d_fullres")} == before
     assert folder_hashes(pre / f"{SPACED}_3d_fullres")
-    hippo.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerTiny", "-p", SPACED,
+    hippo.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerShort", "-p", SPACED,
                "-device", "cpu"], ext_trainers=True, training=True)
-    final = hippo.dataset_dir(HIPPO_ID, "results") / f"nnUNetTrainerTiny__{SPACED}__3d_fullres" / "fold_0"
+    final = hippo.dataset_dir(HIPPO_ID, "results") / f"nnUNetTrainerShort__{SPACED}__3d_fullres" / "fold_0"
     assert (final / "checkpoint_final.pth").is_file()
     assert {c: folder_hashes(pre / f"nnUNetPlans_{c}") for c in ("2d", "3d_fullres")} == before
 

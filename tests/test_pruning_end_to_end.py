@@ -201,14 +201,15 @@ def test_pruned_widths_retrain_from_scratch_with_the_stock_trainer(stamp, tmp_pa
     # the dotted path plans files of every version hold: nnU-Net resolves it with pydoc.locate
     assert arch["network_class_name"] == "nnunet_lean.pruning.network.PrunableUNet"
     assert arch["arch_kwargs"]["unit_widths"] == load_json(folder / "pruning_history.json")["steps"][-1]["widths"]
-    stamp.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerTiny",
+    # a stock trainer (nnU-Net's VanillaAdam, a 10-step schedule: what is built, not what is learned)
+    stamp.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerShort",
                "-p", "nnUNetPlansPrunedF0", "-device", "cpu"], ext_trainers=True, training=True)
-    scratch = fold_dir(stamp, "nnUNetTrainerTiny", "nnUNetPlansPrunedF0", "3d_fullres", 0) / "checkpoint_final.pth"
+    scratch = fold_dir(stamp, "nnUNetTrainerShort", "nnUNetPlansPrunedF0", "3d_fullres", 0) / "checkpoint_final.pth"
     weights = torch.load(scratch, map_location="cpu", weights_only=False)["network_weights"]
     pruned = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in pruned.items()}
     # ... and the stock predictor rebuilds that network from the plans file
-    out = predict(stamp, tmp_path / "scratch", "nnUNetTrainerTiny", "nnUNetPlansPrunedF0", "3d_fullres")
+    out = predict(stamp, tmp_path / "scratch", "nnUNetTrainerShort", "nnUNetPlansPrunedF0", "3d_fullres")
     assert len(list(out.glob("*.nii.gz"))) == 2
 
 

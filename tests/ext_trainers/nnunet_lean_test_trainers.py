@@ -39,6 +39,11 @@ class nnUNetTrainerLeanTiny(TinySchedule, nnUNetTrainerLean):
     pass
 
 
+class nnUNetTrainerShort(ScheduleOverrides, nnUNetTrainerVanillaAdam):
+    """The plans' network, 2 epochs x 5 steps: for tests of what a run builds and writes, not of what it learns."""
+    schedule = {"num_epochs": 2, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1}
+
+
 class TinyPruning(ScheduleOverrides):
     """6 epochs x 25 iterations; prune 6 channels at the start of epochs 1 and 2."""
     schedule = dict(TINY, prune_start_epoch=1, prune_every=1, prune_stop_epoch=3,
