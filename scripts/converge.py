@@ -68,7 +68,7 @@ def main() -> int:
     d, name, make = DATASETS[args.dataset]
     # on a GPU nnU-Net's fp16 autocast trains either way: one folder per device there, per precision on a CPU
     precision = args.precision if args.device == "cpu" else "fp16"
-    root = Path(args.workdir).expanduser() / f"{args.dataset}_{precision if args.device == 'cpu' else args.device}"
+    root = Path(args.workdir).expanduser() / f"{args.dataset}_{args.precision if args.device == 'cpu' else args.device}"
     results = {key: [] for key in args.networks}
     pending = list(args.networks)
     for level in range(args.max_level + 1):

@@ -135,8 +135,8 @@ def test_bad_inputs_print_one_line_exit_2_and_write_nothing(stamp, tmp_path, cap
 
 def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
     """3d_cascade_fullres needs the 3d_lowres prediction as an input channel: export (which the ONNX backends
-    of predict -d run first) and the torch backend refuse it in one line, exit 2, writing nothing. The stage is a copy of a trained fold
-    whose plans make it one, in a results tree of its own."""
+    of predict -d run first) and the torch backend refuse it in one line, exit 2, writing nothing. The stage
+    is a copy of a trained fold whose plans make it one, in a results tree of its own."""
     src = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
     results = tmp_path / "results"
     run = results / src.parent.name / f"{STAMP}__nnUNetPlans__3d_cascade_fullres"
