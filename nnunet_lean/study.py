@@ -4,8 +4,10 @@ interrupted in one session goes on in the next; a study resumes only with the bu
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from nnunet_lean import commands, runs
 from nnunet_lean.errors import LeanError
@@ -14,6 +16,23 @@ from nnunet_lean.precision import CPU_BF16_ENV
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
 BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
+PAUSE_ENV = "NNUNET_LEAN_PAUSE_FILE"  # while this file exists, a study's training holds between two epochs
+
+
+def wait_while_paused(log: Callable[[str], None], poll_s: float = 5.0) -> float:
+    """Called before an epoch's start timestamp is logged: while the file named by $NNUNET_LEAN_PAUSE_FILE
+    exists, wait, so that a pause (for tests, another job) does not count as the epoch's training time
+    (SIGSTOP inside an epoch would). Returns the seconds waited; no variable, no wait."""
+    path = os.environ.get(PAUSE_ENV)
+    if not path or not os.path.exists(path):
+        return 0.0
+    began = time.time()
+    log(f"paused: {path} exists; remove it to go on")
+    while os.path.exists(path):
+        time.sleep(poll_s)
+    waited = time.time() - began
+    log(f"resumed after {waited:.0f} s paused (not counted in the epoch's time)")
+    return waited
 
 
 class StudyError(LeanError):

@@ -9,6 +9,7 @@ from nnunet_lean.precision import CPU_BF16_ENV, PrecisionError, autocast_trainin
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
                                          nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
 from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
+from nnunet_lean.study import wait_while_paused
 from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
 
 
@@ -24,7 +25,8 @@ class BudgetSchedule:
     30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left.
     A run resumed after an interruption goes on from its last 5-epoch checkpoint.
     NNUNET_LEAN_CPU_BF16=1 (a Study with budget precision bf16 sets it): training steps on a CPU run under
-    bf16 autocast (nnunet_lean.precision); not for pruning runs, whose surgery rebuilds the network."""
+    bf16 autocast (nnunet_lean.precision); not for pruning runs, whose surgery rebuilds the network.
+    NNUNET_LEAN_PAUSE_FILE: while that file exists the run holds before its next epoch begins."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -49,6 +51,10 @@ class BudgetSchedule:
                 raise PrecisionError(f"pruning runs train in fp32: unset {CPU_BF16_ENV}")
             autocast_training_forward(self.network)
             self.print_to_log_file(f"training steps under bf16 autocast on the CPU ({CPU_BF16_ENV}=1)")
+
+    def on_epoch_start(self):
+        wait_while_paused(self.print_to_log_file)  # before nnU-Net logs the epoch's start timestamp
+        super().on_epoch_start()
 
 
 class nnUNetTrainerBudget(BudgetSchedule, LeanRecipe, nnUNetTrainer):
