@@ -80,9 +80,16 @@ class Study:
         if not (raw / "dataset.json").exists():
             self.step(f"dataset_{dataset_id}", ["nnunet_lean", "make-dataset", "-d", str(dataset_id),
                                                 *make_dataset_args])
-        if not (pre / "nnUNetPlans_3d_fullres").exists():
+        if not self._preprocessed(raw, pre):
             self.step(f"plan_{dataset_id}", ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id),
                                              "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+
+    @staticmethod
+    def _preprocessed(raw: Path, pre: Path) -> bool:
+        """nnUNetv2_plan_and_preprocess finished: it copies the training labels to gt_segmentations last (an
+        interrupted run leaves fewer, and is rerun: it rebuilds its output folders from scratch)."""
+        gt = pre / "gt_segmentations"
+        return gt.is_dir() and len(list(gt.iterdir())) == len(list((raw / "labelsTr").iterdir()))
 
     def _run(self, name: str, plans: str, trainer: str, fold: int):
         """fold folder, tag and prediction folder of one run."""
@@ -127,9 +134,14 @@ class Study:
 
     def train_command(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> List[str]:
         """Stock nnUNetv2_train; with --c where an interrupted run left checkpoint_latest.pth (nnU-Net
-        writes it every ``save_every`` epochs), so a session's cut-off costs at most that many epochs."""
+        writes it every ``save_every`` epochs), so a session's cut-off costs at most that many epochs; with
+        --val where training ended (checkpoint_final.pth) but its final validation did not (nnU-Net saves the
+        final checkpoint and removes the latest before it validates the fold)."""
         fold_dir = self._run(name, plans, trainer, fold)[0]
-        resume = ["--c"] if (fold_dir / "checkpoint_latest.pth").exists() else []
+        if (fold_dir / "checkpoint_final.pth").exists():
+            resume = ["--val"]
+        else:
+            resume = ["--c"] if (fold_dir / "checkpoint_latest.pth").exists() else []
         return ["nnUNetv2_train", str(dataset_id), "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
                 "-device", self.device, *resume]
 
@@ -139,7 +151,7 @@ class Study:
         raw, pre, _ = self.folders(name)
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
-        if not (fold_dir / "checkpoint_final.pth").exists():
+        if not (fold_dir / "validation" / "summary.json").exists():
             self.step(f"train_{d}_{tag}", self.train_command(dataset_id, name, plans, trainer, fold), self.train_env)
         if not (pred / "summary.json").exists():
             self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
@@ -148,5 +160,6 @@ class Study:
             self.evaluate(f"evaluate_{d}_{tag}", name, plans, raw / "labelsTs", pred)
         if not (pred / DEEP_SUPERVISION_JSON).exists():
             self.step(f"deep_supervision_dice_{d}_{tag}", ["nnunet_lean", "deep-supervision-dice", str(fold_dir),
+                                                           "-device", self.device,
                                                            "-o", str(pred / DEEP_SUPERVISION_JSON)])
         return self.result(name, plans, trainer, fold)

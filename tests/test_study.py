@@ -119,3 +119,36 @@ def test_a_paused_study_holds_before_the_epoch_begins_so_the_pause_is_not_traini
     timer.join()
     assert trainer.started >= removed[0]  # the epoch's clock starts after the pause ends
     assert lines[0].startswith("paused: ") and lines[1].startswith("resumed after ")
+
+
+def test_a_run_cut_off_in_its_final_validation_is_validated_and_cut_off_preprocessing_is_redone(tmp_path):
+    study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
+    steps = []
+    study.step = lambda name, cmd, env=None: steps.append(cmd)
+    study.result = lambda *a: {}
+    raw, pre, results = study.folders("Dataset980_X")
+    (raw / "labelsTr").mkdir(parents=True)
+    (raw / "dataset.json").write_text("{}")
+    for i in range(3):
+        (raw / "labelsTr" / f"X_{i:03d}.nii.gz").write_bytes(b"")
+    (pre / "nnUNetPlans_3d_fullres").mkdir(parents=True)  # preprocessing began; the labels were not copied yet
+    (pre / "gt_segmentations").mkdir()
+    (pre / "gt_segmentations" / "X_000.nii.gz").write_bytes(b"")
+    study.prepare(980, "Dataset980_X", [])
+    assert [c[0] for c in steps] == ["nnUNetv2_plan_and_preprocess"]
+    for i in range(1, 3):
+        (pre / "gt_segmentations" / f"X_{i:03d}.nii.gz").write_bytes(b"")
+    steps.clear()
+    study.prepare(980, "Dataset980_X", [])
+    assert steps == []
+    # training ended (final checkpoint, no latest) but nnU-Net's final validation did not: --val, not a retrain
+    fold_dir = results / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / "fold_1"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "checkpoint_final.pth").write_bytes(b"")
+    study.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)
+    assert steps[0][0] == "nnUNetv2_train" and steps[0][-1] == "--val" and "--c" not in steps[0]
+    (fold_dir / "validation").mkdir()
+    (fold_dir / "validation" / "summary.json").write_text("{}")
+    steps.clear()
+    study.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)
+    assert "nnUNetv2_train" not in [c[0] for c in steps]

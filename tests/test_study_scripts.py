@@ -51,3 +51,12 @@ def test_converge_compares_each_network_at_its_last_budget_with_the_default_at_i
     # lean at 8,000 steps vs default at 4,000: +0.2 and -1.5 points -> not within 1 point per label
     assert "| lean | 8000 | yes | 0.912, 0.705 | +0.2, -1.5 | no |" in final
     assert "| default | 4000 | yes | 0.910, 0.720 | +0.0, +0.0 | - |" in final
+
+
+def test_converge_neither_calls_a_network_stuck_at_background_converged_nor_rounds_parity_against_the_table():
+    script = _script("converge")
+    stuck = [_run("sgd", 2000, 0.000, [0.0, 0.0]), _run("sgd", 4000, 0.001, [0.0, 0.0])]
+    assert not script.converged(stuck)  # moved < 0.5 points, but never learned
+    # the verdict follows the printed 0.1-point gaps: -0.996 prints as "-1.0", which is within 1.0 point
+    assert script.within_parity({"1": -0.00996, "2": 0.02}) and not script.within_parity({"1": -0.0105})
+    assert not script.within_parity({"1": float("nan"), "2": 0.0})
