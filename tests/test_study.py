@@ -85,42 +85,6 @@ def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_p
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["validation_dice_per_output"] == [0.0, 0.79]
 
 
-def test_a_paused_study_holds_before_the_epoch_begins_so_the_pause_is_not_training_time(tmp_path, monkeypatch):
-    import functools
-    import importlib.util
-    import threading
-    import time
-    from pathlib import Path
-    from nnunet_lean.study import PAUSE_ENV, wait_while_paused
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_trainers" / "nnunet_lean_bench_trainers.py"
-    spec = importlib.util.spec_from_file_location("bench_trainers_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-
-    class Logged:  # stands in for nnU-Net's on_epoch_start, which logs the epoch's start timestamp
-        def on_epoch_start(self):
-            self.started = time.time()
-
-    class Trainer(bench.BudgetSchedule, Logged):
-        pass
-
-    trainer, lines = object.__new__(Trainer), []
-    trainer.print_to_log_file = lines.append
-    pause = tmp_path / "PAUSE"
-    monkeypatch.setenv(PAUSE_ENV, str(pause))
-    trainer.on_epoch_start()  # no file: no wait, nothing logged
-    assert lines == []
-    pause.write_text("")
-    removed = []
-    timer = threading.Timer(1.0, lambda: (removed.append(time.time()), pause.unlink()))
-    timer.start()
-    monkeypatch.setattr(bench, "wait_while_paused", functools.partial(wait_while_paused, poll_s=0.05))
-    trainer.on_epoch_start()
-    timer.join()
-    assert trainer.started >= removed[0]  # the epoch's clock starts after the pause ends
-    assert lines[0].startswith("paused: ") and lines[1].startswith("resumed after ")
-
-
 def test_a_run_cut_off_in_its_final_validation_is_validated_and_cut_off_preprocessing_is_redone(tmp_path):
     study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
     steps = []

@@ -1,7 +1,13 @@
-"""Goal checks of the study scripts (scripts/deploy_agreement.py, scripts/converge.py) on hand-made results."""
+"""Goal checks of the study scripts (scripts/deploy_agreement.py, scripts/converge.py) on hand-made results;
+the studies' budget trainers' pause."""
+import functools
 import importlib.util
+import threading
+import time
 from argparse import Namespace
 from pathlib import Path
+
+from nnunet_lean.study import PAUSE_ENV, wait_while_paused
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -60,3 +66,30 @@ def test_converge_neither_calls_a_network_stuck_at_background_converged_nor_roun
     # the verdict follows the printed 0.1-point gaps: -0.996 prints as "-1.0", which is within 1.0 point
     assert script.within_parity({"1": -0.00996, "2": 0.02}) and not script.within_parity({"1": -0.0105})
     assert not script.within_parity({"1": float("nan"), "2": 0.0})
+
+
+def test_a_paused_study_holds_before_the_epoch_begins_so_the_pause_is_not_training_time(tmp_path, monkeypatch):
+    bench = _script("bench_trainers/nnunet_lean_bench_trainers")
+
+    class Logged:  # stands in for nnU-Net's on_epoch_start, which logs the epoch's start timestamp
+        def on_epoch_start(self):
+            self.started = time.time()
+
+    class Trainer(bench.BudgetSchedule, Logged):
+        pass
+
+    trainer, lines = object.__new__(Trainer), []
+    trainer.print_to_log_file = lines.append
+    pause = tmp_path / "PAUSE"
+    monkeypatch.setenv(PAUSE_ENV, str(pause))
+    trainer.on_epoch_start()  # no file: no wait, nothing logged
+    assert lines == []
+    pause.write_text("")
+    removed = []
+    timer = threading.Timer(1.0, lambda: (removed.append(time.time()), pause.unlink()))
+    timer.start()
+    monkeypatch.setattr(bench, "wait_while_paused", functools.partial(wait_while_paused, poll_s=0.05))
+    trainer.on_epoch_start()
+    timer.join()
+    assert trainer.started >= removed[0]  # the epoch's clock starts after the pause ends
+    assert lines[0].startswith("paused: ") and lines[1].startswith("resumed after ")
