@@ -131,10 +131,11 @@ def cmd_deep_supervision_dice(args: argparse.Namespace) -> None:
 
     folds = []
     for fold_dir in args.fold_dirs:
-        result = deep_supervision_dice(fold_dir, args.device)
+        result = deep_supervision_dice(fold_dir, args.device, args.cases)
         print(format_row(fold_dir, result), flush=True)
-        folds.append({"fold_dir": os.path.abspath(fold_dir),
-                      "outputs": [{"factor": list(f), "dice": d} for f, d in result]})
+        folds.append({"fold_dir": os.path.abspath(fold_dir), "cases": args.cases,
+                      "outputs": [{"factor": list(o.factor), "dice": o.dice, "dice_per_label": o.dice_per_label}
+                                  for o in result]})
     if args.o:
         write_json_atomically(folds, args.o, indent=1)
 
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on their validation cases: which resolution has learned")
     ds.add_argument("fold_dirs", nargs="+", metavar="FOLD_DIR", help=".../TRAINER__PLANS__CONFIG/fold_N")
     ds.add_argument("-device", default="cpu")
+    ds.add_argument("--cases", choices=["val", "train"], default="val",
+                    help="the fold's validation cases (default) or its training cases (how well it fits them)")
     ds.add_argument("-o", help="also write the results to this JSON file (a list, one entry per fold)")
     ds.set_defaults(func=cmd_deep_supervision_dice)
 

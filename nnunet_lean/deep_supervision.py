@@ -1,15 +1,17 @@
-"""Dice of every deep-supervision output of a trained fold on its validation cases.
+"""Dice of every deep-supervision output of a trained fold on its validation cases (or its training cases).
 
 Tells which resolution of a network has learned: a U-Net whose full-resolution output predicts
 background everywhere can still segment well at half resolution (its loss falls while nnU-Net's
-pseudo-Dice, taken at full resolution, stays 0).
+pseudo-Dice, taken at full resolution, stays 0). On the fold's training cases it tells how well a network
+fits what it trained on: a narrow network below the default there lacks capacity or optimisation, not
+generalisation.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Dict, List, NamedTuple, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,14 +20,27 @@ from nnunet_lean.errors import RunError
 from nnunet_lean.runs import TrainedFold, load_predictor
 
 
-def _validation_cases(preprocessed: Path, fold: Union[int, str]) -> List[str]:
+CASES = ("val", "train")
+
+
+class OutputDice(NamedTuple):
+    factor: Tuple[int, ...]        # downsampling factor per axis (1, 1, 1) = full resolution
+    dice: float                    # foreground mean over the labels present in the cases
+    dice_per_label: Dict[str, float]  # label value -> Dice (NaN where the label is absent from every case)
+
+
+def fold_cases(preprocessed: Path, fold: Union[int, str], cases: str = "val") -> List[str]:
+    """The fold's validation (``val``) or training (``train``) case ids from splits_final.json; fold "all"
+    trained and validated on every case."""
+    if cases not in CASES:
+        raise RunError(f"cases must be one of {', '.join(CASES)}, not {cases!r}")
     splits = preprocessed / "splits_final.json"
     if not splits.is_file():
         raise RunError(f"{splits} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
     folds = json.loads(splits.read_text())
     if fold == "all":
         return sorted({c for s in folds for c in s["train"] + s["val"]})
-    return sorted(folds[fold]["val"])
+    return sorted(folds[fold][cases])
 
 
 def _dice(pred: torch.Tensor, target: torch.Tensor, labels: List[int]) -> List[Tuple[int, int, int]]:
@@ -35,11 +50,12 @@ def _dice(pred: torch.Tensor, target: torch.Tensor, labels: List[int]) -> List[T
              int((target == k).sum())) for k in labels]
 
 
-def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tuple[int, ...], float]]:
-    """Downsampling factor per axis and foreground-mean Dice of each output, full resolution first.
+def deep_supervision_dice(fold_dir: str, device: str = "cpu", cases: str = "val") -> List[OutputDice]:
+    """Downsampling factor per axis, foreground-mean and per-label Dice of each output, full resolution first,
+    on the fold's validation cases (``cases="val"``) or its training cases (``"train"``).
 
-    Each validation case runs whole (zero-padded to the network's total stride); the Dice of a label pools
-    the voxels of all cases; labels absent from every case are left out of the mean.
+    Each case runs whole (zero-padded to the network's total stride); the Dice of a label pools the voxels
+    of all cases; labels absent from every case are left out of the mean.
     """
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -53,9 +69,9 @@ def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tupl
     data = dataset / predictor.configuration_manager.data_identifier
     if not data.is_dir():
         raise RunError(f"{data} is missing: set nnUNet_preprocessed to the folder the fold was trained from")
-    cases = _validation_cases(dataset, fold)
-    if not cases:
-        raise RunError(f"fold {fold} has no validation cases in {dataset / 'splits_final.json'}")
+    case_ids = fold_cases(dataset, fold, cases)
+    if not case_ids:
+        raise RunError(f"fold {fold} has no {cases} cases in {dataset / 'splits_final.json'}")
     net = predictor.network
     net.load_state_dict(predictor.list_of_parameters[0])
     net.eval()
@@ -64,8 +80,8 @@ def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tupl
     stride = pools.prod(axis=0)
     labels = [int(k) for k in predictor.label_manager.foreground_labels]
     counts = None
-    ds = infer_dataset_class(str(data))(str(data), cases)
-    for case in cases:
+    ds = infer_dataset_class(str(data))(str(data), case_ids)
+    for case in case_ids:
         image, seg = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in ds.load_case(case)[:2])
         pad = [int(-s % st) for s, st in zip(image.shape[1:], stride)]
         flat = [p for side in reversed(pad) for p in (0, side)]
@@ -80,9 +96,10 @@ def deep_supervision_dice(fold_dir: str, device: str = "cpu") -> List[Tuple[Tupl
                                               for r, c in zip(rows, counts)]
     result = []
     for i, per_label in enumerate(counts):
-        dices = [2 * tp / (p + r) for tp, p, r in per_label if r > 0]
+        dices = {str(k): 2 * tp / (p + r) if r > 0 else float("nan") for k, (tp, p, r) in zip(labels, per_label)}
+        present = [d for d in dices.values() if not np.isnan(d)]
         factor = tuple(int(f) for f in pools[:i + 1].prod(axis=0))  # pools[0] is the input stage's (1, 1, 1)
-        result.append((factor, float(np.mean(dices)) if dices else float("nan")))
+        result.append(OutputDice(factor, float(np.mean(present)) if present else float("nan"), dices))
     return result
 
 
@@ -92,6 +109,6 @@ def _scale(factor: Tuple[int, ...]) -> str:
     return f"1/{factor[0]}" if len(set(factor)) == 1 else "1/(" + ",".join(map(str, factor)) + ")"
 
 
-def format_row(fold_dir: str, result: List[Tuple[Tuple[int, ...], float]]) -> str:
+def format_row(fold_dir: str, result: List[OutputDice]) -> str:
     """One line: the fold folder, then ``resolution: Dice`` per output."""
-    return os.path.relpath(fold_dir) + "  " + ", ".join(f"{_scale(f)}: {d:.3f}" for f, d in result)
+    return os.path.relpath(fold_dir) + "  " + ", ".join(f"{_scale(o.factor)}: {o.dice:.3f}" for o in result)

@@ -15,6 +15,7 @@ from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.precision import CPU_BF16_ENV
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
+TRAINING_DICE_JSON = "training_dice.json"  # the same on the fold's training cases (how well the network fits them)
 BUDGET_ENV = ("NNUNET_LEAN_BUDGET_EPOCHS", "NNUNET_LEAN_BUDGET_ITERS")  # read by scripts/bench_trainers
 PAUSE_ENV = "NNUNET_LEAN_PAUSE_FILE"  # while this file exists, a study's training holds between two epochs
 
@@ -98,27 +99,30 @@ class Study:
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
-        """Parameters, epoch time, first epoch with foreground and test Dice (foreground mean and per label)
-        of a finished run; None while it is not finished."""
+        """Parameters, epoch time, first epoch with foreground, test Dice (foreground mean and per label), the
+        validation Dice of each deep-supervision output and the full-resolution Dice on the fold's training
+        cases (foreground mean and per label; None where not measured) of a finished run; None while it is
+        not finished."""
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
             return None
         ckpt = runs.TrainedFold.open(fold_dir).load("checkpoint_final.pth")
         dice, dice_per_label = runs.summary_dice(pred / "summary.json")
+        val, train = self._outputs(pred / DEEP_SUPERVISION_JSON), self._outputs(pred / TRAINING_DICE_JSON)
         return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
                 "parameters": runs.checkpoint_parameters(ckpt),
                 "median_epoch_s": runs.median_epoch_seconds(ckpt),
                 "first_learning_epoch": runs.first_learning_epoch(ckpt),
                 "dice": dice, "dice_per_label": dice_per_label,
-                "validation_dice_per_output": self._deep_supervision_dice(pred)}
+                "validation_dice_per_output": [o["dice"] for o in val] if val else None,
+                "training_dice": train[0]["dice"] if train else None,
+                "training_dice_per_label": train[0]["dice_per_label"] if train else None}
 
     @staticmethod
-    def _deep_supervision_dice(pred: Path) -> Optional[List[float]]:
-        """Validation Dice of each deep-supervision output, full resolution first (None if not measured)."""
-        path = pred / DEEP_SUPERVISION_JSON
-        if not path.exists():
-            return None
-        return [o["dice"] for o in json.loads(path.read_text())[0]["outputs"]]
+    def _outputs(path: Path) -> Optional[List[dict]]:
+        """The outputs (full resolution first) that `nnunet_lean deep-supervision-dice -o` wrote for one fold;
+        None if not measured."""
+        return json.loads(path.read_text())[0]["outputs"] if path.exists() else None
 
     def evaluate(self, step_name: str, name: str, plans: str, truth: Path, pred: Path,
                  summary: Optional[Path] = None) -> None:
@@ -147,7 +151,7 @@ class Study:
 
     def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
         """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them; the Dice of each
-        deep-supervision output on the fold's validation cases."""
+        deep-supervision output on the fold's validation cases and on its training cases."""
         raw, pre, _ = self.folders(name)
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
@@ -158,8 +162,9 @@ class Study:
                                          "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
                                          "-device", self.device, "-npp", "1", "-nps", "1", "--disable_tta"])
             self.evaluate(f"evaluate_{d}_{tag}", name, plans, raw / "labelsTs", pred)
-        if not (pred / DEEP_SUPERVISION_JSON).exists():
-            self.step(f"deep_supervision_dice_{d}_{tag}", ["nnunet_lean", "deep-supervision-dice", str(fold_dir),
-                                                           "-device", self.device,
-                                                           "-o", str(pred / DEEP_SUPERVISION_JSON)])
+        for cases, out in (("val", DEEP_SUPERVISION_JSON), ("train", TRAINING_DICE_JSON)):
+            if not (pred / out).exists():
+                step = "deep_supervision_dice" if cases == "val" else "training_dice"
+                self.step(f"{step}_{d}_{tag}", ["nnunet_lean", "deep-supervision-dice", str(fold_dir),
+                                                "--cases", cases, "-device", self.device, "-o", str(pred / out)])
         return self.result(name, plans, trainer, fold)

@@ -9,8 +9,10 @@ budget of E x ITERS steps, E = start-epochs x 2^level (each level a resumable St
 the held-out cases (nnUNetv2_evaluate_folder). A network is converged at level L when its validation Dice
 (nnU-Net's own final validation of fold 0, validation/summary.json) moved by less than 0.5 points from
 level L-1 and is at least 0.05 (a network stuck at background does not move either); levels go on for the
-networks not yet converged, up to --max-level. Recipes: "default" and the lean networks use the lean recipe
-(nnUNetTrainerBudget), "default_sgd" nnU-Net's (nnUNetTrainerBudgetSGD).
+networks not yet converged, up to --max-level. Each run's Dice on its training cases too (`nnunet_lean
+deep-supervision-dice --cases train`, full-resolution output): a gap there is capacity or optimisation.
+Recipes: "default" and the lean networks use the lean recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's
+(nnUNetTrainerBudgetSGD).
 Writes results.md / results.json, and `nnunet_lean dice-vs-time` of every network at the highest budget all of
 them trained (the same epochs, so the same poly schedule; reference: the default) as dice_vs_time.png/.md/.json,
 and `nnunet_lean report` (in-process step ratio of the same
@@ -126,6 +128,19 @@ def within_parity(gaps: dict) -> bool:
     return all(not math.isnan(g) and round(100 * g, 1) >= -100 * PARITY for g in gaps.values())
 
 
+def _fmt(dice) -> str:
+    return "-" if dice is None else f"{dice:.3f}"
+
+
+def _training_gaps(r: dict, ref: dict) -> str:
+    """Per label, the run's Dice on the fold's training cases minus the default's: below the default there
+    too, a gap is capacity or optimisation, not generalisation."""
+    a, b = r.get("training_dice_per_label"), ref.get("training_dice_per_label")
+    if not (a and b):
+        return "-"
+    return ", ".join(f"{100 * (v - b[k]):+.1f}" for k, v in a.items())
+
+
 def summarise(results: dict, root: Path, args) -> None:
     rows = []
     base = results.get("default") or []
@@ -142,6 +157,7 @@ def summarise(results: dict, root: Path, args) -> None:
                          "per label - default (points)": ", ".join(
                              f"{100 * (v - ref['dice_per_label'][k]):+.1f}" for k, v in r["dice_per_label"].items())
                          if ref else "-",
+                         "training Dice": _fmt(r.get("training_dice")),
                          "median epoch (s)": f"{r['median_epoch_s']:.1f}"})
     final = []
     for key, rs in results.items():
@@ -155,7 +171,8 @@ def summarise(results: dict, root: Path, args) -> None:
                       f"per label - default at {ref['steps']} steps (points)":
                           ", ".join(f"{100 * g:+.1f}" for g in gaps.values()),
                       "within 1.0 point (or above), every label": "-" if key == "default" else
-                      ("yes" if within_parity(gaps) else "no")})
+                      ("yes" if within_parity(gaps) else "no"),
+                      "training Dice per label - default (points)": _training_gaps(r, ref)})
     steps = (f"training steps in {args.precision} on the CPU" if args.device == "cpu" else
              f"training steps under nnU-Net's fp16 autocast on {args.device}")
     command = (f"python scripts/converge.py --dataset {args.dataset} " +

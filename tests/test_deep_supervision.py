@@ -1,9 +1,14 @@
-"""`nnunet_lean deep-supervision-dice` refuses what it cannot read in one line, writing nothing."""
+"""`nnunet_lean deep-supervision-dice` refuses what it cannot read in one line, writing nothing; it reads the
+fold's validation or training cases from splits_final.json."""
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from nnunet_lean.deep_supervision import fold_cases
+from nnunet_lean.errors import RunError
 
 BIN = Path(sys.executable).parent
 
@@ -19,3 +24,13 @@ def test_unreadable_fold_folders_fail_in_one_line(tmp_path, make, message):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ([] if folder == tmp_path else ["fold_0"])
+
+
+def test_fold_cases_are_the_folds_validation_or_training_cases(tmp_path):
+    splits = [{"train": ["c", "a"], "val": ["b"]}, {"train": ["b", "a"], "val": ["c"]}]
+    (tmp_path / "splits_final.json").write_text(json.dumps(splits))
+    assert fold_cases(tmp_path, 0) == ["b"] and fold_cases(tmp_path, 1, "val") == ["c"]
+    assert fold_cases(tmp_path, 0, "train") == ["a", "c"] and fold_cases(tmp_path, 1, "train") == ["a", "b"]
+    assert fold_cases(tmp_path, "all", "train") == ["a", "b", "c"]
+    with pytest.raises(RunError, match="cases must be one of val, train"):
+        fold_cases(tmp_path, 0, "test")

@@ -116,6 +116,22 @@ def test_deep_supervision_dice_reads_every_output_at_its_resolution(trained):
     assert rows[0][1] > MIN_DICE and abs(rows[0][1] - validation) < 0.05, (rows, validation)
 
 
+def test_deep_supervision_dice_on_the_training_cases(trained, tmp_path):
+    """--cases train: each output's Dice on the fold's training cases (how well the network fits them), per
+    label too; the foreground mean is the mean of the labels."""
+    folder = fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres")
+    out = tmp_path / "train.json"
+    trained.run(["nnunet_lean", "deep-supervision-dice", str(folder), "--cases", "train", "-o", str(out)],
+                ext_trainers=True)
+    (fold,) = load_json(out)
+    full = fold["outputs"][0]
+    assert fold["cases"] == "train" and full["factor"] == [1, 1, 1]
+    labels = load_json(trained.dataset_dir(HIPPO_ID, "raw") / "dataset.json")["labels"]
+    assert sorted(full["dice_per_label"]) == sorted(str(v) for v in labels.values() if v), full
+    per_label = list(full["dice_per_label"].values())
+    assert full["dice"] > MIN_DICE and abs(full["dice"] - sum(per_label) / len(per_label)) < 1e-9, full
+
+
 def test_resume_refuses_a_checkpoint_of_another_recipe(trained):
     """A run begun with nnU-Net's SGD before nnUNetTrainerLean had the lean recipe: --c refuses it and
     names the trainer that has the old recipe; under that trainer's name it resumes."""

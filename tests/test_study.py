@@ -1,5 +1,6 @@
 """Resumable studies: a study resumes only with the budget it began with, and goes on where it stopped."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,16 @@ def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_p
     outputs = [{"factor": [1, 1, 1], "dice": 0.0}, {"factor": [2, 2, 2], "dice": 0.79}]
     (pred / "deep_supervision_dice.json").write_text(json.dumps([{"fold_dir": str(fold_dir), "outputs": outputs}]))
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["validation_dice_per_output"] == [0.0, 0.79]
+    r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)
+    assert (r["training_dice"], r["training_dice_per_label"]) == (None, None)
+    # the training cases' Dice is the full-resolution output's (the first), not the validation file's
+    outputs = [{"factor": [1, 1, 1], "dice": 0.9, "dice_per_label": {"1": 0.95, "2": 0.85}},
+               {"factor": [2, 2, 2], "dice": 0.5, "dice_per_label": {"1": 0.5, "2": 0.5}}]
+    (pred / "training_dice.json").write_text(json.dumps([{"fold_dir": str(fold_dir), "cases": "train",
+                                                          "outputs": outputs}]))
+    r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)
+    assert (r["training_dice"], r["training_dice_per_label"]) == (0.9, {"1": 0.95, "2": 0.85})
+    assert r["validation_dice_per_output"] == [0.0, 0.79]
 
 
 def test_a_run_cut_off_in_its_final_validation_is_validated_and_cut_off_preprocessing_is_redone(tmp_path):
@@ -111,6 +122,10 @@ def test_a_run_cut_off_in_its_final_validation_is_validated_and_cut_off_preproce
     (fold_dir / "checkpoint_final.pth").write_bytes(b"")
     study.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)
     assert steps[0][0] == "nnUNetv2_train" and steps[0][-1] == "--val" and "--c" not in steps[0]
+    # each output's Dice on the validation cases and on the training cases, each into its own file
+    dice_steps = [c for c in steps if c[:2] == ["nnunet_lean", "deep-supervision-dice"]]
+    assert [(c[c.index("--cases") + 1], Path(c[c.index("-o") + 1]).name) for c in dice_steps] == \
+        [("val", "deep_supervision_dice.json"), ("train", "training_dice.json")]
     (fold_dir / "validation").mkdir()
     (fold_dir / "validation" / "summary.json").write_text("{}")
     steps.clear()

@@ -49,14 +49,18 @@ def test_converge_compares_each_network_at_its_last_budget_with_the_default_at_i
                "lean32": [_run("lean", 2000, 0.700, [0.88, 0.60]), _run("lean", 4000, 0.760, [0.905, 0.705]),
                           _run("lean", 8000, 0.764, [0.912, 0.705])]}
     assert script.converged(results["default"]) and not script.converged(results["lean32"][:2])
+    results["default"][1].update(training_dice=0.95, training_dice_per_label={"1": 0.97, "2": 0.93})
+    results["lean32"][2].update(training_dice=0.94, training_dice_per_label={"1": 0.975, "2": 0.905})
     args = Namespace(dataset="airway", num_train=30, num_test=10, iters=50, start_epochs=40, precision="bf16",
                      device="cpu")
     script.summarise(results, tmp_path, args)
     text = (tmp_path / "results.md").read_text()
     final = text.split("against the default at its last budget")[1]
     # lean at 8,000 steps vs default at 4,000: +0.2 and -1.5 points -> not within 1 point per label
-    assert "| lean | 8000 | yes | 0.912, 0.705 | +0.2, -1.5 | no |" in final
-    assert "| default | 4000 | yes | 0.910, 0.720 | +0.0, +0.0 | - |" in final
+    # ... and on the training cases +0.5 / -2.5 points: the label's gap is there in fitting too
+    assert "| lean | 8000 | yes | 0.912, 0.705 | +0.2, -1.5 | no | +0.5, -2.5 |" in final
+    assert "| default | 4000 | yes | 0.910, 0.720 | +0.0, +0.0 | - | +0.0, +0.0 |" in final
+    assert "| lean | 4000 | 1,000 | 0.760 | +6.0 | no | 0.805 | 0.905, 0.705 | -0.5, -1.5 | - | 1.0 |" in text
 
 
 def test_converge_neither_calls_a_network_stuck_at_background_converged_nor_rounds_parity_against_the_table():
