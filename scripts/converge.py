@@ -1,22 +1,22 @@
 """Converged parity: default vs LUnet trained until doubling the steps moves validation Dice < 0.5 points.
 
     python scripts/converge.py --dataset airway [--start-epochs 40 --iters 50] [--max-level 3] [--precision bf16]
-                               [--networks default default_sgd lean32 lean16] [--workdir ~/.cache/nnunet-lean/converge]
+                               [--networks default default_sgd lean32 lean16 lean8] [--workdir ~/.cache/nnunet-lean/converge]
 
 Per dataset (airway-like at 48^3, or MNI at 3 mm; 30 training / 10 test cases): nnUNetPlans and the
-LeanPlanner / LeanPlannerNf16 plans; fold 0 of every network trained by the stock nnUNetv2_train with a
-budget of E x ITERS steps, E = start-epochs x 2^level (each level a resumable Study of its own), tested on
-the held-out cases (nnUNetv2_evaluate_folder). A network is converged at level L when its validation Dice
-(nnU-Net's own final validation of fold 0, validation/summary.json) moved by less than 0.5 points from
-level L-1 and is at least 0.05 (a network stuck at background does not move either); levels go on for the
-networks not yet converged, up to --max-level. Each run's Dice on its training cases too (`nnunet_lean
-deep-supervision-dice --cases train`, full-resolution output): a gap there is capacity or optimisation.
-Recipes: "default" and the lean networks use the lean recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's
-(nnUNetTrainerBudgetSGD).
+LeanPlanner / LeanPlannerNf16 / LeanPlannerNf8 plans (Nf=8: to find the smallest width that keeps up); fold 0
+of every network trained by the stock nnUNetv2_train with a budget of E x ITERS steps, E = start-epochs x
+2^level (each level a resumable Study of its own), tested on the held-out cases (nnUNetv2_evaluate_folder).
+A network is converged at level L when its validation Dice (nnU-Net's own final validation of fold 0,
+validation/summary.json) moved by less than 0.5 points from level L-1 and is at least 0.05 (a network stuck
+at background does not move either); levels go on for the networks not yet converged, up to --max-level.
+Each run's Dice on its training cases too (`nnunet_lean deep-supervision-dice --cases train`, full-resolution
+output): a gap there is capacity or optimisation. Recipes: "default" and the lean networks use the lean
+recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's (nnUNetTrainerBudgetSGD).
 Writes results.md / results.json, and `nnunet_lean dice-vs-time` of every network at the highest budget all of
 them trained (the same epochs, so the same poly schedule; reference: the default) as dice_vs_time.png/.md/.json,
-and `nnunet_lean report` (in-process step ratio of the same
-networks on nnUNetPlans) as report.md. Run it on an otherwise idle machine: the times are compared.
+and `nnunet_lean report` (in-process step ratio of the same networks on nnUNetPlans; rerun when the networks
+change) as report.md. Run it on an otherwise idle machine: the times are compared.
 --precision bf16 (default): on a CPU every training step runs under bf16 autocast (nnunet_lean.precision; about
 half the time of fp32 there, the counterpart of nnU-Net's fp16 autocast on a GPU) and the report times its steps
 the same way; validation, test predictions and checkpoints stay fp32. Each precision has its own folder
@@ -47,10 +47,11 @@ NETWORKS = {"default": ("nnU-Net default, lean recipe", "nnUNetPlans", "nnUNetTr
             "default_sgd": ("nnU-Net default, nnU-Net's SGD", "nnUNetPlans", "nnUNetTrainerBudgetSGD", None),
             "lean32": ("LUnet Nf=32, lean recipe", "nnUNetLeanPlans", "nnUNetTrainerBudget", "LeanPlanner"),
             "lean16": ("LUnet Nf=16, lean recipe", "nnUNetLeanNf16Plans", "nnUNetTrainerBudget", "LeanPlannerNf16"),
+            "lean8": ("LUnet Nf=8, lean recipe", "nnUNetLeanNf8Plans", "nnUNetTrainerBudget", "LeanPlannerNf8"),
             "lean64": ("LUnet Nf=64, lean recipe", "nnUNetLeanNf64Plans", "nnUNetTrainerBudget", "LeanPlannerNf64")}
 # the same networks on nnUNetPlans (the lean planners keep nnU-Net's patch and batch): `nnunet_lean report`
 REPORT_TRAINERS = {"default": None, "default_sgd": None, "lean32": "nnUNetTrainerLean",
-                   "lean16": "nnUNetTrainerLean_Nf16", "lean64": "nnUNetTrainerLean_Nf64"}
+                   "lean16": "nnUNetTrainerLean_Nf16", "lean8": "nnUNetTrainerLean_Nf8", "lean64": "nnUNetTrainerLean_Nf64"}
 PARITY = 0.01  # issue 14's goal: within 1.0 point of the default's test Dice, per label
 MOVE = 0.005   # converged: doubling the steps moves validation Dice by less than this
 LEARNED = 0.05  # ... at a validation Dice of at least this
@@ -63,7 +64,7 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--max-level", type=int, default=3)
     ap.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=["default", "default_sgd", "lean32",
-                                                                              "lean16"])
+                                                                              "lean16", "lean8"])
     ap.add_argument("--num-train", type=int, default=30)
     ap.add_argument("--num-test", type=int, default=10)
     ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/converge"))
@@ -108,11 +109,16 @@ def main() -> int:
                                     *reference])
     # the in-process training-step ratio, to read beside the curves (their times come from separate processes)
     trainers = sorted({REPORT_TRAINERS[k] for k in args.networks} - {None})   # the report's first row: the default
-    if trainers and not (root / "report.md").exists():
+    if trainers and not reported(root / "report.json", trainers):
         study.step("report", ["nnunet_lean", "report", "-d", str(d), "-p", "nnUNetPlans", "-tr", *trainers,
                               "--device", args.device, "-o", str(root / "report"),
                               *(["--cpu-bf16"] if args.precision == "bf16" and args.device == "cpu" else [])])
     return 0
+
+
+def reported(path: Path, trainers: list) -> bool:
+    """`nnunet_lean report` already measured these trainers (its rows after the default's, in this order)."""
+    return path.exists() and [r["label"] for r in json.loads(path.read_text())["results"][1:]] == trainers
 
 
 def converged(rs: list) -> bool:

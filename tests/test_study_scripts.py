@@ -2,6 +2,7 @@
 the studies' budget trainers' pause."""
 import functools
 import importlib.util
+import json
 import threading
 import time
 from argparse import Namespace
@@ -70,6 +71,17 @@ def test_converge_neither_calls_a_network_stuck_at_background_converged_nor_roun
     # the verdict follows the printed 0.1-point gaps: -0.996 prints as "-1.0", which is within 1.0 point
     assert script.within_parity({"1": -0.00996, "2": 0.02}) and not script.within_parity({"1": -0.0105})
     assert not script.within_parity({"1": float("nan"), "2": 0.0})
+
+
+def test_converge_reruns_the_step_report_when_its_networks_change(tmp_path):
+    script = _script("converge")
+    path = tmp_path / "report.json"
+    assert not script.reported(path, ["nnUNetTrainerLean"])
+    rows = [{"label": "nnU-Net default (nnUNetTrainer)"}, {"label": "nnUNetTrainerLean"},
+            {"label": "nnUNetTrainerLean_Nf16"}]
+    path.write_text(json.dumps({"meta": {}, "results": rows}))
+    assert script.reported(path, ["nnUNetTrainerLean", "nnUNetTrainerLean_Nf16"])
+    assert not script.reported(path, ["nnUNetTrainerLean", "nnUNetTrainerLean_Nf16", "nnUNetTrainerLean_Nf8"])
 
 
 def test_a_paused_study_holds_before_the_epoch_begins_so_the_pause_is_not_training_time(tmp_path, monkeypatch):
