@@ -162,9 +162,9 @@ class Study:
                                          "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
                                          "-device", self.device, "-npp", "1", "-nps", "1", "--disable_tta"])
             self.evaluate(f"evaluate_{d}_{tag}", name, plans, raw / "labelsTs", pred)
-        for cases, out in (("val", DEEP_SUPERVISION_JSON), ("train", TRAINING_DICE_JSON)):
+        for step, cases, out in (("deep_supervision_dice", "val", DEEP_SUPERVISION_JSON),
+                                 ("training_dice", "train", TRAINING_DICE_JSON)):
             if not (pred / out).exists():
-                step = "deep_supervision_dice" if cases == "val" else "training_dice"
                 self.step(f"{step}_{d}_{tag}", ["nnunet_lean", "deep-supervision-dice", str(fold_dir),
                                                 "--cases", cases, "-device", self.device, "-o", str(pred / out)])
         return self.result(name, plans, trainer, fold)

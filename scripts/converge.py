@@ -138,13 +138,12 @@ def _fmt(dice) -> str:
     return "-" if dice is None else f"{dice:.3f}"
 
 
-def _training_gaps(r: dict, ref: dict) -> str:
-    """Per label, the run's Dice on the fold's training cases minus the default's: below the default there
-    too, a gap is capacity or optimisation, not generalisation."""
-    a, b = r.get("training_dice_per_label"), ref.get("training_dice_per_label")
-    if not (a and b):
+def _points(per_label: dict, ref: dict) -> str:
+    """Per label, Dice minus the default's in points as the tables print it; "-" where either is missing.
+    On the training cases: below the default there too, a gap is capacity or optimisation, not generalisation."""
+    if not (per_label and ref):
         return "-"
-    return ", ".join(f"{100 * (v - b[k]):+.1f}" for k, v in a.items())
+    return ", ".join(f"{100 * (v - ref[k]):+.1f}" for k, v in per_label.items())
 
 
 def summarise(results: dict, root: Path, args) -> None:
@@ -160,9 +159,7 @@ def summarise(results: dict, root: Path, args) -> None:
                          "converged": "yes" if converged(rs[:i + 1]) else "no",
                          "test Dice": f"{r['dice']:.3f}",
                          "test Dice per label": ", ".join(f"{v:.3f}" for v in r["dice_per_label"].values()),
-                         "per label - default (points)": ", ".join(
-                             f"{100 * (v - ref['dice_per_label'][k]):+.1f}" for k, v in r["dice_per_label"].items())
-                         if ref else "-",
+                         "per label - default (points)": _points(r["dice_per_label"], ref and ref["dice_per_label"]),
                          "training Dice": _fmt(r.get("training_dice")),
                          "median epoch (s)": f"{r['median_epoch_s']:.1f}"})
     final = []
@@ -175,10 +172,11 @@ def summarise(results: dict, root: Path, args) -> None:
                       "converged": "yes" if converged(rs) else "no",
                       "test Dice per label": ", ".join(f"{v:.3f}" for v in r["dice_per_label"].values()),
                       f"per label - default at {ref['steps']} steps (points)":
-                          ", ".join(f"{100 * g:+.1f}" for g in gaps.values()),
+                          _points(r["dice_per_label"], ref["dice_per_label"]),
                       "within 1.0 point (or above), every label": "-" if key == "default" else
                       ("yes" if within_parity(gaps) else "no"),
-                      "training Dice per label - default (points)": _training_gaps(r, ref)})
+                      "training Dice per label - default (points)":
+                          _points(r.get("training_dice_per_label"), ref.get("training_dice_per_label"))})
     steps = (f"training steps in {args.precision} on the CPU" if args.device == "cpu" else
              f"training steps under nnU-Net's fp16 autocast on {args.device}")
     command = (f"python scripts/converge.py --dataset {args.dataset} " +

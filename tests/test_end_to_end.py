@@ -118,13 +118,14 @@ def test_deep_supervision_dice_reads_every_output_at_its_resolution(trained):
 
 def test_deep_supervision_dice_on_the_training_cases(trained, tmp_path):
     """--cases train: each output's Dice on the fold's training cases (how well the network fits them), per
-    label too; the foreground mean is the mean of the labels."""
+    label too; the foreground mean is the mean of the labels; other cases than the validation ones."""
     folder = fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres")
-    out = tmp_path / "train.json"
-    trained.run(["nnunet_lean", "deep-supervision-dice", str(folder), "--cases", "train", "-o", str(out)],
-                ext_trainers=True)
-    (fold,) = load_json(out)
+    for cases in ("val", "train"):
+        trained.run(["nnunet_lean", "deep-supervision-dice", str(folder), "--cases", cases,
+                     "-o", str(tmp_path / f"{cases}.json")], ext_trainers=True)
+    (fold,), (val,) = load_json(tmp_path / "train.json"), load_json(tmp_path / "val.json")
     full = fold["outputs"][0]
+    assert full["dice_per_label"] != val["outputs"][0]["dice_per_label"], (full, val)
     assert fold["cases"] == "train" and full["factor"] == [1, 1, 1]
     labels = load_json(trained.dataset_dir(HIPPO_ID, "raw") / "dataset.json")["labels"]
     assert sorted(full["dice_per_label"]) == sorted(str(v) for v in labels.values() if v), full
