@@ -1,4 +1,5 @@
-"""Mixed precision for training on a CPU: bf16 autocast around the network's training forward passes.
+"""CPU numerics of training: bf16 autocast around the network's training forward passes, and denormals
+flushed to zero.
 
 nnU-Net autocasts (fp16) only on CUDA; on a CPU it trains in fp32. On a CPU with native bf16
 (AVX512-BF16 / AMX) bf16 autocast about halves a training step of our 3d networks (docs/learning.md,
@@ -8,6 +9,12 @@ nnU-Net's training loop stays unchanged because only the network's ``forward`` i
 mode it runs under ``torch.autocast("cpu", torch.bfloat16)`` and hands fp32 outputs to nnU-Net's loss; in
 eval mode (validation, nnU-Net's final validation) it is the network's own fp32 forward. The state dict
 is untouched (checkpoints and predictions are plain fp32).
+
+Denormals (|x| < 1.2e-38) cost x86 CPUs a microcode assist per operation. Trained with Adam and L2 weight
+decay, whole stages of a network can decay towards zero (the default network on airway 48^3: the weights of
+its 1/8-resolution stage at most 5e-19 after 36 epochs, a fifth of its weights denormal), and then its
+epochs on a CPU grow slower as training goes on (62 s -> 125 s by epoch 40; docs/learning.md). Our
+trainers therefore flush denormals to zero on the CPU (FTZ/DAZ, :func:`flush_denormals`), as GPUs do.
 """
 from __future__ import annotations
 
@@ -57,3 +64,29 @@ def autocast_training_forward(network: torch.nn.Module) -> torch.nn.Module:
     bf16_forward._lean_bf16 = True
     network.forward = bf16_forward
     return network
+
+
+def flush_denormals() -> bool:
+    """Flush denormal floats to zero (FTZ/DAZ) on the CPU for this process. The flag lives per thread and
+    torch's OpenMP threads copy it when they are created, so call it before the first parallel torch op.
+    Returns whether every thread now flushes (checked with a parallel op over denormals); False where the
+    CPU cannot flush or the thread pool already existed."""
+    if not torch.set_flush_denormal(True):
+        return False
+    # the smallest denormal, written as bits (a float conversion would already flush it); 32768: ATen's grain
+    probe = torch.ones(4 * 32768 * torch.get_num_threads(), dtype=torch.int32).view(torch.float32)
+    return bool(((probe * 1.0) == 0).all())   # a thread that flushes reads and writes it as zero
+
+
+class FlushDenormals:
+    """Trainer mixin: on a CPU, denormals flushed to zero from the trainer's construction on (before
+    nnU-Net builds the network, so before torch's thread pool exists); logged."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        flushed = device.type == "cpu" and flush_denormals()
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if device.type == "cpu":
+            self.print_to_log_file("denormals flushed to zero on the CPU (FTZ/DAZ)" if flushed else
+                                   "denormals NOT flushed on every CPU thread: training can slow down as "
+                                   "weights decay towards zero (nnunet_lean.precision)")

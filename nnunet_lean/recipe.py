@@ -21,6 +21,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
 from nnunet_lean import runs
+from nnunet_lean.precision import FlushDenormals
 
 SGD_SUFFIX = "SGD"   # nnUNetTrainerLean (lean recipe) <-> nnUNetTrainerLeanSGD (nnU-Net's recipe)
 
@@ -51,8 +52,9 @@ def twin_exists(trainer_class: type) -> bool:
     return any(hasattr(sys.modules.get(m), name) for m in modules)
 
 
-class RecipeGuard:
-    """Mixin for every trainer of ours: ``--c`` refuses a checkpoint written under another recipe."""
+class RecipeGuard(FlushDenormals):
+    """Mixin for every trainer of ours: ``--c`` refuses a checkpoint written under another recipe; on a CPU
+    denormals are flushed to zero (nnunet_lean.precision)."""
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if not self.was_initialized:

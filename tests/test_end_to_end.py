@@ -11,6 +11,7 @@ import torch
 from conftest import HIPPO_ID, fold_dir, labels_of, load_json, per_label_dice
 
 MIN_DICE = 0.5  # all-background scores 0; 150 CPU steps reach ~0.85 here
+FLUSHED = "denormals flushed to zero on the CPU (FTZ/DAZ)"
 
 
 def train(nnunet, trainer, plans, config):
@@ -56,6 +57,8 @@ def hidden_conv_widths(checkpoint) -> set:
 def test_lean_trainer_on_stock_plans_trains_a_constant_width_net(trained):
     ckpt = fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres") / "checkpoint_final.pth"
     assert hidden_conv_widths(ckpt) == {32}
+    # set before nnU-Net's first parallel op, so every thread of the pool flushes (precision.flush_denormals)
+    assert FLUSHED in next(ckpt.parent.glob("training_log_*.txt")).read_text()
     stock = load_json(trained.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")
     assert len(set(stock["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"])) > 1
 
@@ -63,6 +66,7 @@ def test_lean_trainer_on_stock_plans_trains_a_constant_width_net(trained):
 def test_stock_trainer_on_lean_plans_trains_a_constant_width_net(trained):
     ckpt = fold_dir(trained, "nnUNetTrainerTiny", "nnUNetLeanPlans", "3d_fullres") / "checkpoint_final.pth"
     assert hidden_conv_widths(ckpt) == {32}
+    assert "denormals" not in next(ckpt.parent.glob("training_log_*.txt")).read_text()   # nnU-Net's own trainer
 
 
 @pytest.mark.parametrize("trainer, plans", [("nnUNetTrainerLeanTiny", "nnUNetPlans"),

@@ -1,4 +1,8 @@
-"""bf16 autocast of training forward passes on a CPU (nnunet_lean.precision, used by the studies)."""
+"""CPU numerics (nnunet_lean.precision): bf16 autocast of training forward passes (used by the studies) and
+denormals flushed to zero (every trainer of ours)."""
+import subprocess
+import sys
+
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
@@ -39,3 +43,27 @@ def test_training_calls_run_in_bf16_and_return_fp32_eval_calls_are_untouched():
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(net(x), reference_eval)) and seen[-1] == torch.float32
     assert list(net.state_dict()) == keys   # checkpoints are plain
+
+
+# a parallel op over 2^20 smallest denormals (written as bits): how many stay non-zero
+_COUNT = ("x = torch.ones(1 << 20, dtype=torch.int32).view(torch.float32); "
+          "print(int(((x * 1.0) != 0).sum()))")
+
+
+def _python(code: str) -> list:
+    """Run ``code`` in a fresh interpreter with two torch threads (a fresh OpenMP pool); its printed words."""
+    out = subprocess.run([sys.executable, "-c", "import torch; torch.set_num_threads(2); "
+                          "from nnunet_lean.precision import flush_denormals; " + code],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_denormals_are_flushed_on_every_thread_when_set_before_the_pool_exists():
+    assert _python(_COUNT) == [str(1 << 20)]   # by default denormals survive: the flag is what flushes them
+    assert _python("print(flush_denormals()); " + _COUNT) == ["True", "0"]
+
+
+def test_flushing_after_the_pool_exists_is_reported_as_partial():
+    # the OpenMP workers copied the main thread's flags when the first parallel op created them
+    words = _python("torch.ones(1 << 20).mul_(2); print(flush_denormals()); " + _COUNT)
+    assert words[0] == "False" and 0 < int(words[1]) < 1 << 20
