@@ -29,6 +29,7 @@ from nnunet_lean.errors import exit_on_error
 from nnunet_lean.tables import markdown_table
 
 TINY = torch.finfo(torch.float32).tiny
+STAGE = r"(encoder\.stages\.\d+|decoder\.stages\.\d+|decoder\.transpconvs\.\d+|decoder\.seg_layers)"
 
 
 def denormal_share(t: torch.Tensor) -> float:
@@ -52,10 +53,12 @@ def stages(checkpoint: dict) -> list:
     parameters and of their first Adam moments."""
     weights = unique_weights(checkpoint)
     state = checkpoint.get("optimizer_state", {}).get("state", {})
-    moments = [state.get(i, {}).get("exp_avg") for i in range(len(weights))]
+    # optimizer state is by parameter index; with buffers in the state dict the positions would not match
+    aligned = len(state) == len(weights)
+    moments = [state.get(i, {}).get("exp_avg") if aligned else None for i in range(len(weights))]
     groups = defaultdict(list)
     for (name, w), m in zip(weights.items(), moments):
-        g = re.match(r"(encoder\.stages\.\d+|decoder\.stages\.\d+|decoder\.transpconvs\.\d+|decoder\.seg_layers)", name)
+        g = re.match(STAGE, name)
         groups[g.group(1) if g else "other"].append((name, w, m))
     rows = []
     for group, ws in groups.items():
@@ -101,6 +104,16 @@ def step_seconds(fold_dir: str, checkpoint_name: str, fp32: bool, repeats: int) 
     return networks.round_robin_seconds([step], repeats, torch.device("cpu"))[0]
 
 
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key.startswith("max"):
+        return f"{value:.1e}"
+    if isinstance(value, float):
+        return f"{value:.1%}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fold_dir")
@@ -119,10 +132,12 @@ def main() -> int:
                 sys.exit("denormal_probe.py: this CPU cannot flush denormals on every thread")
         print(json.dumps(step_seconds(args.fold_dir, name, args.fp32, args.repeats)))
         return 0
-    rows = stages(run.load(name))
+    checkpoint = run.load(name)
+    rows = stages(checkpoint)
     times = {}
-    env = dict(os.environ)
-    env.setdefault("nnUNet_extTrainer", str(Path(__file__).resolve().parent / "bench_trainers"))   # the studies' trainers
+    bench = str(Path(__file__).resolve().parent / "bench_trainers")   # the studies' budget trainers
+    ext = os.pathsep.join(filter(None, [os.environ.get("nnUNet_extTrainer"), bench]))
+    env = dict(os.environ, nnUNet_extTrainer=ext)
     for mode in ("kept", "flushed"):
         cmd = [sys.executable, __file__, args.fold_dir, "--checkpoint", name, "--repeats", str(args.repeats),
                "--time-one", mode] + (["--fp32"] if args.fp32 else [])
@@ -130,10 +145,8 @@ def main() -> int:
         if proc.returncode:
             sys.exit((proc.stderr.strip().splitlines() or ["the timing process failed"])[-1])
         times[mode] = json.loads(proc.stdout.splitlines()[-1])
-    print(f"{run.path} ({name}, epoch {run.load(name).get('current_epoch')}):\n")
-    print(markdown_table([{k: (f"{v:.1e}" if k.startswith("max") and v is not None else f"{v:.1%}" if isinstance(v, float) else
-                               "-" if v is None else f"{v:,}" if isinstance(v, int) else v)
-                           for k, v in r.items()} for r in rows]))
+    print(f"{run.path} ({name}, epoch {checkpoint.get('current_epoch')}):\n")
+    print(markdown_table([{k: _cell(k, v) for k, v in r.items()} for r in rows]))
     print(f"\ntraining step ({'fp32' if args.fp32 else 'bf16 autocast'}): denormals kept {times['kept']:.3f} s, "
           f"flushed {times['flushed']:.3f} s (ratio {times['flushed'] / times['kept']:.2f})")
     if args.output:

@@ -50,20 +50,21 @@ _COUNT = ("x = torch.ones(1 << 20, dtype=torch.int32).view(torch.float32); "
           "print(int(((x * 1.0) != 0).sum()))")
 
 
-def _python(code: str) -> list:
-    """Run ``code`` in a fresh interpreter with two torch threads (a fresh OpenMP pool); its printed words."""
+def _python(code: str, cwd) -> list:
+    """Run ``code`` in a fresh interpreter with two torch threads (a fresh OpenMP pool), outside the checkout
+    (which would shadow the installed package); its printed words."""
     out = subprocess.run([sys.executable, "-c", "import torch; torch.set_num_threads(2); "
                           "from nnunet_lean.precision import flush_denormals; " + code],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=cwd, timeout=300)
     return out.stdout.split()
 
 
-def test_denormals_are_flushed_on_every_thread_when_set_before_the_pool_exists():
-    assert _python(_COUNT) == [str(1 << 20)]   # by default denormals survive: the flag is what flushes them
-    assert _python("print(flush_denormals()); " + _COUNT) == ["True", "0"]
+def test_denormals_are_flushed_on_every_thread_when_set_before_the_pool_exists(tmp_path):
+    assert _python(_COUNT, tmp_path) == [str(1 << 20)]   # by default denormals survive: the flag flushes them
+    assert _python("print(flush_denormals()); " + _COUNT, tmp_path) == ["True", "0"]
 
 
-def test_flushing_after_the_pool_exists_is_reported_as_partial():
+def test_flushing_after_the_pool_exists_is_reported_as_partial(tmp_path):
     # the OpenMP workers copied the main thread's flags when the first parallel op created them
-    words = _python("torch.ones(1 << 20).mul_(2); print(flush_denormals()); " + _COUNT)
+    words = _python("torch.ones(1 << 20).mul_(2); print(flush_denormals()); " + _COUNT, tmp_path)
     assert words[0] == "False" and 0 < int(words[1]) < 1 << 20
