@@ -109,3 +109,21 @@ def test_a_paused_study_holds_before_the_epoch_begins_so_the_pause_is_not_traini
     timer.join()
     assert trainer.started >= removed[0]  # the epoch's clock starts after the pause ends
     assert lines[0].startswith("paused: ") and lines[1].startswith("resumed after ")
+
+
+def test_denormal_probe_counts_each_parameter_once_and_maps_moments_only_when_aligned():
+    import torch
+    probe = _script("denormal_probe")
+    tiny = torch.finfo(torch.float32).tiny
+    conv = torch.tensor([1.0, tiny / 4, tiny / 8, 0.5]).view(1, 1, 2, 2)   # half denormal
+    norm = torch.ones(4)
+    # dynamic_network_architectures registers every conv twice and the decoder holds the encoder: aliases
+    weights = {"encoder.stages.3.0.convs.0.conv.weight": conv, "encoder.stages.3.0.convs.0.all_modules.0.weight": conv,
+               "encoder.stages.3.0.convs.0.norm.weight": norm, "decoder.encoder.stages.3.0.convs.0.conv.weight": conv}
+    state = {0: {"exp_avg": torch.full((1, 1, 2, 2), tiny / 2)}, 1: {"exp_avg": torch.zeros(4)}}
+    [row] = probe.stages({"network_weights": weights, "optimizer_state": {"state": state}})
+    assert row["stage"] == "encoder.stages.3" and row["parameters"] == 8 and row["max |conv weight|"] == 1.0
+    assert row["denormal weights"] == 2 / 8 and row["denormal Adam moments"] == 4 / 8
+    shifted = {**state, 2: {"exp_avg": torch.zeros(4)}}   # three moments for two parameters (buffers in between)
+    [row] = probe.stages({"network_weights": weights, "optimizer_state": {"state": shifted}})
+    assert row["denormal Adam moments"] is None   # not guessed
