@@ -172,17 +172,23 @@ def run_folds(model_folder: Union[str, Path], folds: Sequence[Union[int, str]]) 
 
 
 # --- what a checkpoint holds ----------------------------------------------------------------------
-def checkpoint_parameters(checkpoint: dict) -> int:
-    """Parameters of the trained network. A state dict names some tensors twice (``conv`` and
-    ``all_modules.0``; ``decoder.encoder.*``): count each storage once, and no buffers."""
-    seen, total = set(), 0
-    for k, w in checkpoint["network_weights"].items():
+def unique_parameters(weights: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The parameters of a state dict, each once under its first name, in state-dict order (the order of
+    ``network.parameters()``, so of the optimizer's state): a state dict names some tensors twice (``conv``
+    and ``all_modules.0``; ``decoder.encoder.*``); buffers are left out."""
+    seen, out = set(), {}
+    for k, w in weights.items():
         if not torch.is_tensor(w) or "running_" in k or "num_batches" in k:
             continue
         if w.data_ptr() not in seen:
             seen.add(w.data_ptr())
-            total += w.numel()
-    return total
+            out[k] = w
+    return out
+
+
+def checkpoint_parameters(checkpoint: dict) -> int:
+    """Parameters of the trained network, each tensor counted once, no buffers."""
+    return sum(w.numel() for w in unique_parameters(checkpoint["network_weights"]).values())
 
 
 def conv_widths(weights: Dict[str, torch.Tensor]) -> Dict[str, int]:

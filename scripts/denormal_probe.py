@@ -32,28 +32,16 @@ TINY = torch.finfo(torch.float32).tiny
 STAGE = r"(encoder\.stages\.\d+|decoder\.stages\.\d+|decoder\.transpconvs\.\d+|decoder\.seg_layers)"
 
 
-def denormal_share(t: torch.Tensor) -> float:
-    return float(((t != 0) & (t.abs() < TINY)).sum()) / max(t.numel(), 1)
-
-
-def unique_weights(checkpoint: dict) -> dict:
-    """The state dict without its aliases (dynamic_network_architectures registers every conv twice, and the
-    decoder holds the encoder): one name per parameter, in ``network.parameters()`` order, which is also the
-    order of the optimizer's state."""
-    seen, out = set(), {}
-    for name, w in checkpoint["network_weights"].items():
-        if w.data_ptr() not in seen:
-            seen.add(w.data_ptr())
-            out[name] = w
-    return out
+def denormal_count(t: torch.Tensor) -> int:
+    return int(((t != 0) & (t.abs() < TINY)).sum())
 
 
 def stages(checkpoint: dict) -> list:
     """One row per encoder/decoder stage: parameters, largest |conv weight|, denormal shares of its
     parameters and of their first Adam moments."""
-    weights = unique_weights(checkpoint)
+    weights = runs.unique_parameters(checkpoint["network_weights"])   # in the order of the optimizer's state
     state = checkpoint.get("optimizer_state", {}).get("state", {})
-    # optimizer state is by parameter index; with buffers in the state dict the positions would not match
+    # optimizer state is by parameter index: a count that differs means the positions would not match
     aligned = len(state) == len(weights)
     moments = [state.get(i, {}).get("exp_avg") if aligned else None for i in range(len(weights))]
     groups = defaultdict(list)
@@ -66,8 +54,8 @@ def stages(checkpoint: dict) -> list:
         convs = [w for name, w, _ in ws if w.ndim >= 4]
         rows.append({"stage": group, "parameters": n,
                      "max |conv weight|": max((float(w.abs().max()) for w in convs), default=None),
-                     "denormal weights": sum(denormal_share(w) * w.numel() for _, w, _ in ws) / n,
-                     "denormal Adam moments": (sum(denormal_share(m) * m.numel() for _, _, m in ws) / n
+                     "denormal weights": sum(denormal_count(w) for _, w, _ in ws) / n,
+                     "denormal Adam moments": (sum(denormal_count(m) for _, _, m in ws) / n
                                                if all(m is not None for _, _, m in ws) else None)})
     return rows
 
