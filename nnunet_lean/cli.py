@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("-o", help="also write the results to this JSON file (a list, one entry per fold)")
     ds.set_defaults(func=cmd_deep_supervision_dice)
 
-    dt = sub.add_parser("dice-vs-time", help="validation pseudo-Dice against training time of fold folders: "
-                                             "a PNG and a table (time to 99 % of the reference's final Dice)")
+    dt = sub.add_parser("dice-vs-time", help="validation pseudo-Dice against training time of fold folders: a PNG "
+                                             "and a table (time and epochs to 99 % of the reference's final Dice)")
     dt.add_argument("fold_dirs", nargs="+", metavar="FOLD_DIR", help=".../TRAINER__PLANS__CONFIG/fold_N")
     dt.add_argument("-o", required=True, help="OUT.png (OUT.md and OUT.json beside it)")
     dt.add_argument("--reference", default=None, help="fold folder whose final Dice sets the target "

@@ -40,10 +40,15 @@ def stages(checkpoint: dict) -> list:
     """One row per encoder/decoder stage: parameters, largest |conv weight|, denormal shares of its
     parameters and of their first Adam moments."""
     weights = runs.unique_parameters(checkpoint["network_weights"])   # in the order of the optimizer's state
-    state = checkpoint.get("optimizer_state", {}).get("state", {})
-    # optimizer state is by parameter index: a count that differs means the positions would not match
-    aligned = len(state) == len(weights)
-    moments = [state.get(i, {}).get("exp_avg") if aligned else None for i in range(len(weights))]
+    optimizer = checkpoint.get("optimizer_state", {})
+    state = optimizer.get("state", {})
+    # the state is keyed by the index of the parameter in the optimizer's groups, so positions match only when
+    # the groups list exactly our parameters. A parameter that never got a gradient has no state (nnU-Net's
+    # coarsest deep-supervision output carries loss weight 0, so its seg layer has none): zero moments.
+    indices = [i for g in optimizer.get("param_groups", []) for i in g["params"]]
+    aligned = indices == list(range(len(weights)))
+    moments = [state[i]["exp_avg"] if i in state else torch.zeros_like(w)
+               for i, w in enumerate(weights.values())] if aligned else [None] * len(weights)
     groups = defaultdict(list)
     for (name, w), m in zip(weights.items(), moments):
         g = re.match(STAGE, name)

@@ -35,6 +35,11 @@ def test_time_to_99_percent_and_dice_when_the_fastest_run_ended(tmp_path):
     assert d["hours"] == pytest.approx(0.4) and l["hours"] == pytest.approx(0.3)   # the pause is not counted
     assert d["hours_to_target"] == pytest.approx(0.4) and l["hours_to_target"] == pytest.approx(0.2)
     assert l["time_ratio_to_reference"] == pytest.approx(0.5)
+    assert (d["epochs_to_target"], l["epochs_to_target"]) == (4, 4) and l["epoch_ratio_to_reference"] == 1.0
+    early = fake_fold(tmp_path, "nnUNetTrainerEarly", [900] * 3, [0.5, 0.99, 1.0])   # fewer epochs, slower ones
+    e = dice_time.compare([str(default), str(early)])["runs"][1]
+    assert e["epochs_to_target"] == 2 and e["epoch_ratio_to_reference"] == 0.5
+    assert e["time_ratio_to_reference"] == pytest.approx(1.25)
     assert result["fastest_finish_hours"] == pytest.approx(0.3)
     assert d["dice_when_fastest_finished"] == 0.9 and l["dice_when_fastest_finished"] == 0.996
     # another reference: the lean run's final Dice; the default reaches 99 % of 0.996 at its end
@@ -43,6 +48,7 @@ def test_time_to_99_percent_and_dice_when_the_fastest_run_ended(tmp_path):
     slow = fake_fold(tmp_path, "nnUNetTrainerScaled25", [600] * 2, [0.1, 0.2])
     never = dice_time.compare([str(default), str(slow)])["runs"][1]
     assert never["hours_to_target"] is None and never["time_ratio_to_reference"] is None
+    assert never["epochs_to_target"] is None and never["epoch_ratio_to_reference"] is None
     assert "not reached" in dice_time.markdown(dice_time.compare([str(default), str(slow)]))
 
 

@@ -121,9 +121,14 @@ def test_denormal_probe_counts_each_parameter_once_and_maps_moments_only_when_al
     weights = {"encoder.stages.3.0.convs.0.conv.weight": conv, "encoder.stages.3.0.convs.0.all_modules.0.weight": conv,
                "encoder.stages.3.0.convs.0.norm.weight": norm, "decoder.encoder.stages.3.0.convs.0.conv.weight": conv}
     state = {0: {"exp_avg": torch.full((1, 1, 2, 2), tiny / 2)}, 1: {"exp_avg": torch.zeros(4)}}
-    [row] = probe.stages({"network_weights": weights, "optimizer_state": {"state": state}})
+    groups = [{"params": [0, 1]}]
+    [row] = probe.stages({"network_weights": weights, "optimizer_state": {"state": state, "param_groups": groups}})
     assert row["stage"] == "encoder.stages.3" and row["parameters"] == 8 and row["max |conv weight|"] == 1.0
     assert row["denormal weights"] == 2 / 8 and row["denormal Adam moments"] == 4 / 8
-    shifted = {**state, 2: {"exp_avg": torch.zeros(4)}}   # three moments for two parameters (buffers in between)
-    [row] = probe.stages({"network_weights": weights, "optimizer_state": {"state": shifted}})
+    # a parameter that never had a gradient has no state (nnU-Net's zero-weighted coarsest seg layer): no moments
+    no_grad = {"state": {1: state[1]}, "param_groups": groups}
+    [row] = probe.stages({"network_weights": weights, "optimizer_state": no_grad})
+    assert row["denormal Adam moments"] == 0
+    shifted = [{"params": [0, 1, 2]}]   # three parameters in the optimizer for our two (buffers in between)
+    [row] = probe.stages({"network_weights": weights, "optimizer_state": {"state": state, "param_groups": shifted}})
     assert row["denormal Adam moments"] is None   # not guessed

@@ -35,6 +35,13 @@ def time_to_reach(c: dict, target: float) -> Optional[float]:
     return next((h for h, d in zip(c["hours"], c["dice"]) if d >= target), None)
 
 
+def epochs_to_reach(c: dict, target: float) -> Optional[int]:
+    """Epochs (1-based count) until the EMA first reaches ``target``; None if it never does. Times the
+    in-process step ratio of `nnunet_lean report`, this ratio estimates the time ratio without comparing
+    clocks of separate processes."""
+    return next((i + 1 for i, d in enumerate(c["dice"]) if d >= target), None)
+
+
 def dice_at(c: dict, hours: float) -> Optional[float]:
     """The EMA of the last epoch that ended by ``hours``; None if none had."""
     done = [d for h, d in zip(c["hours"], c["dice"]) if h <= hours + 1e-12]
@@ -42,7 +49,7 @@ def dice_at(c: dict, hours: float) -> Optional[float]:
 
 
 def compare(fold_dirs: Sequence[str], reference: Optional[str] = None) -> dict:
-    """Curves of ``fold_dirs`` and the table: final Dice, time to 99 % of the reference's final Dice,
+    """Curves of ``fold_dirs`` and the table: final Dice, time and epochs to 99 % of the reference's final Dice,
     Dice when the fastest run finished. Every folder is read before anything is computed."""
     if not fold_dirs:
         raise RunError("give at least one fold folder")
@@ -53,14 +60,16 @@ def compare(fold_dirs: Sequence[str], reference: Optional[str] = None) -> dict:
         if not c["hours"]:
             raise RunError(f"{c['fold_dir']} has not logged a finished epoch yet")
     target = REACH * ref["dice"][-1]
-    ref_time = time_to_reach(ref, target)
+    ref_time, ref_epochs = time_to_reach(ref, target), epochs_to_reach(ref, target)
     fastest = min(c["hours"][-1] for c in curves)
     rows = []
     for c in curves:
-        reached = time_to_reach(c, target)
+        reached, epochs = time_to_reach(c, target), epochs_to_reach(c, target)
         rows.append({"run": c["label"], "fold_dir": c["fold_dir"], "epochs": len(c["hours"]),
                      "hours": c["hours"][-1], "final_dice": c["dice"][-1], "hours_to_target": reached,
                      "time_ratio_to_reference": None if reached is None or not ref_time else reached / ref_time,
+                     "epochs_to_target": epochs,
+                     "epoch_ratio_to_reference": None if epochs is None or not ref_epochs else epochs / ref_epochs,
                      "dice_when_fastest_finished": dice_at(c, fastest)})
     return {"reference": ref["fold_dir"], "target_dice": target, "reach": REACH, "fastest_finish_hours": fastest,
             "runs": rows, "curves": curves}
@@ -73,6 +82,8 @@ def markdown(result: dict) -> str:
              f"time to {REACH:.0%} of the reference's": "not reached" if r["hours_to_target"] is None
              else _hm(r["hours_to_target"]),
              "ratio to the reference's": f3(r["time_ratio_to_reference"]),
+             "epochs to it (ratio)": "-" if r["epochs_to_target"] is None
+             else f"{r['epochs_to_target']} ({f3(r['epoch_ratio_to_reference'])})",
              f"Dice at {_hm(result['fastest_finish_hours'])} (fastest run's end)": f3(r["dice_when_fastest_finished"])}
             for r in result["runs"]]
     return (f"Reference: {result['reference']} (target: {REACH:.0%} of its final EMA pseudo-Dice = "
