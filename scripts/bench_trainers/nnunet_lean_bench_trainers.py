@@ -4,6 +4,7 @@ import os
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from nnunet_lean.precision import CPU_BF16_ENV, PrecisionError, autocast_training_forward
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
@@ -98,6 +99,13 @@ class nnUNetTrainerPruneRandomWidestBudget(BudgetSchedule, nnUNetTrainerPruneRan
 # the same under nnU-Net's own recipe (SGD): the studies' figures before the lean recipe
 class nnUNetTrainerBudgetSGD(NnunetRecipe, nnUNetTrainerBudget):
     pass
+
+
+class nnUNetTrainerBudgetAdamW(nnUNetTrainerBudget):
+    """The plans' network with nnU-Net's own ``nnUNetTrainerAdam`` optimizer (AdamW, amsgrad, lr 1e-2, poly).
+    Its weight decay is decoupled from the gradient, so a stage the task does not use is not driven towards zero
+    as under the lean recipe's coupled L2 (docs/learning.md, dead stages): the control for whether they cost Dice."""
+    configure_optimizers = nnUNetTrainerAdam.configure_optimizers
 
 
 class nnUNetTrainerSTAMPBudgetSGD(NnunetRecipe, nnUNetTrainerSTAMPBudget):
