@@ -139,22 +139,19 @@ def test_the_adamw_control_trains_with_nnunets_adamw_and_refuses_a_lean_recipe_c
     and their --c must not go on from a run of the lean recipe (coupled L2) in the same folder."""
     import torch
     from nnunet_lean import recipe
+    from test_recipe import _Host   # what configure_optimizers reads of a trainer
     bench = _script("bench_trainers/nnunet_lean_bench_trainers")
     assert {k: v[2] for k, v in _script("converge").NETWORKS.items() if k.endswith("_adamw")} == dict.fromkeys(
         ["default_adamw", "lean32_adamw", "lean16_adamw"], "nnUNetTrainerBudgetAdamW")
 
-    class Host:
-        initial_lr, weight_decay, num_epochs = 1e-2, 3e-5, 10
-        network = torch.nn.Conv3d(1, 2, 3)
-
     class Resuming(bench.nnUNetTrainerBudgetAdamW):
         def __init__(self):   # what recipe_mismatch reads, without nnU-Net's __init__
-            self.optimizer = bench.nnUNetTrainerBudgetAdamW.configure_optimizers(Host())[0]
+            self.optimizer = bench.nnUNetTrainerBudgetAdamW.configure_optimizers(_Host())[0]
             self.num_epochs, self.output_folder = 10, "/r/nnUNetTrainerBudgetAdamW__P__3d_fullres/fold_0"
 
     trainer = Resuming()
     assert type(trainer.optimizer) is torch.optim.AdamW and trainer.optimizer.defaults["amsgrad"]
-    lean = bench.nnUNetTrainerBudget.configure_optimizers(Host())[0].state_dict()
+    lean = bench.nnUNetTrainerBudget.configure_optimizers(_Host())[0].state_dict()
     problem = recipe.recipe_mismatch(trainer, {"optimizer_state": lean, "current_epoch": 3})
     assert problem.startswith("this checkpoint was trained with Adam, lr 0.01, but Resuming now trains with AdamW")
     own = trainer.optimizer.state_dict()
