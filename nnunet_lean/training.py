@@ -115,6 +115,19 @@ class ScheduleOverrides:
             setattr(self, name, value)
 
 
+class FinalValidationWithoutMirroring:
+    """Mixin: nnU-Net's final validation of the fold runs without mirroring (8x fewer network calls with
+    3 mirror axes). The checkpoints keep the mirroring axes (checkpoint_final is written before the final
+    validation), so nnUNetv2_predict mirrors as usual. For short runs whose validation is not the result."""
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        axes, self.inference_allowed_mirroring_axes = self.inference_allowed_mirroring_axes, None
+        try:
+            super().perform_actual_validation(save_probabilities)
+        finally:
+            self.inference_allowed_mirroring_axes = axes
+
+
 class QuickSchedule(ScheduleOverrides):
     """A CPU-sized schedule (a few short epochs) for demos and smoke runs."""
     schedule = {"num_epochs": 12, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 5}

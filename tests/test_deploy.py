@@ -4,6 +4,7 @@ import json
 import pickle
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +15,8 @@ AGREE = 0.999   # per-label Dice between a backend's segmentation and nnUNetv2_p
 
 
 @pytest.fixture(scope="module")
-def reference(stamp, tmp_path_factory):
-    out = tmp_path_factory.mktemp("deploy") / "nnunet"
-    stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
-               *RUN, "-f", "0", "1", "-device", "cpu", "-npp", "1", "-nps", "1"], ext_trainers=True)
-    return labels_of(out)
+def reference(stamp_predicted):
+    return labels_of(stamp_predicted)   # stock nnUNetv2_predict of folds 0 and 1
 
 
 def predict(nnunet, out, *args, env=None):
@@ -30,9 +28,23 @@ def predict(nnunet, out, *args, env=None):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=600)
 
 
-def test_export_checks_itself_and_describes_the_folds(stamp, tmp_path):
-    out = tmp_path / "export"
+def listing(folder: Path) -> list:
+    return sorted(str(p) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def exported(stamp, tmp_path_factory):
+    """`nnunet_lean export` of folds 0 and 1; it writes nothing into nnUNet_results. (folder, stdout)"""
+    results = stamp.dataset_dir(HIPPO_ID, "results")
+    before = listing(results)
+    out = tmp_path_factory.mktemp("export") / "export"
     proc = stamp.run(["nnunet_lean", "export", *RUN, "-f", "0", "1", "-o", str(out)], ext_trainers=True)
+    assert listing(results) == before
+    return out, proc.stdout
+
+
+def test_export_checks_itself_and_describes_the_folds(stamp, exported):
+    out, stdout = exported
     manifest = load_json(out / "manifest.json")
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "fold_0.onnx", "fold_1.onnx",
                                                       "manifest.json", "plans.json"]
@@ -49,18 +61,15 @@ def test_export_checks_itself_and_describes_the_folds(stamp, tmp_path):
         assert c["passed"] and c["max_abs_diff"] < 1e-3 * c["logit_range"] and c["logit_range"] > 1
     assert set(manifest["files"]) == {"dataset.json", "fold_0.onnx", "fold_1.onnx", "plans.json"}
     assert {"torch", "nnunetv2", "onnxruntime"} <= set(manifest["versions"])
-    assert "fold 1: fold_1.onnx" in proc.stdout
+    assert "fold 1: fold_1.onnx" in stdout
 
 
-def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference, tmp_path):
+def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference, exported, tmp_path):
     results = stamp.dataset_dir(HIPPO_ID, "results")
-    before = sorted(str(p) for p in results.rglob("*"))
-    export = tmp_path / "export"
-    stamp.run(["nnunet_lean", "export", *RUN, "-f", "0", "1", "-o", str(export)], ext_trainers=True)
+    before = listing(results)
     # the export copied elsewhere predicts with no nnUNet_results at all
     moved = tmp_path / "elsewhere" / "model"
-    shutil.copytree(export, moved)
-    shutil.rmtree(export)
+    shutil.copytree(exported[0], moved)
     bare = {k: v for k, v in stamp.env().items() if k not in ("nnUNet_results", "nnUNet_raw", "nnUNet_preprocessed")}
     predict(stamp, tmp_path / "onnxruntime", "-m", str(moved), "--backend", "onnxruntime", "-npp", "0", "-nps", "0",
             env=bare)   # nnU-Net's sequential path (no worker processes)
@@ -68,7 +77,7 @@ def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference,
     # from the trained folds: torch directly, openvino through an on-the-fly export
     predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch")
     predict(stamp, tmp_path / "openvino_d", *RUN, "-f", "0", "1", "--backend", "openvino")
-    assert sorted(str(p) for p in results.rglob("*")) == before  # nothing written into nnUNet_results
+    assert listing(results) == before  # nothing written into nnUNet_results
     for backend in ("onnxruntime", "openvino", "torch", "openvino_d"):
         dice = per_label_dice(labels_of(tmp_path / backend), reference)
         assert dice and min(dice.values()) >= AGREE, (backend, dice)

@@ -18,6 +18,7 @@ from test_end_to_end import MIN_DICE, deep_supervision_dice, predict, test_dice
 PLANS = "nnUNetPlans"
 WIDEST = "nnUNetTrainerPruneRandomWidestResume"
 CRASH = "nnUNetTrainerPruneRandomWidestResumeCrash"
+STAMP_SHORT = "nnUNetTrainerSTAMPShort"   # STAMPTiny's two pruning steps in 15 training steps
 
 
 def train(nnunet, trainer, fold, *extra, check=True, env=None):
@@ -69,13 +70,10 @@ def test_the_pruning_plot_is_written_and_not_blank(stamp):
     assert out.stat().st_size > 10_000
 
 
-def test_folds_pruned_to_different_widths_predict_together_and_ensemble(stamp, tmp_path):
+def test_folds_pruned_to_different_widths_predict_together_and_ensemble(stamp, stamp_predicted, tmp_path):
     assert unit_widths(stamp, STAMP, 0) != unit_widths(stamp, STAMP, 1)
-    images = stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"
-    both = tmp_path / "folds01"
-    stamp.run(["nnUNetv2_predict", "-i", str(images), "-o", str(both), "-d", str(HIPPO_ID), "-c", "3d_fullres",
-               "-tr", STAMP, "-p", PLANS, "-f", "0", "1", "-device", "cpu", "-npp", "1", "-nps", "1",
-               "--save_probabilities"], ext_trainers=True)
+    both = tmp_path / "folds01"   # stock nnUNetv2_predict -f 0 1 (the shared fixture), evaluated here
+    shutil.copytree(stamp_predicted, both)
     assert test_dice(stamp, both) > MIN_DICE
     single = predict(stamp, tmp_path / "fold0", STAMP, PLANS, "3d_fullres")
     ens = tmp_path / "ensemble"
@@ -153,15 +151,15 @@ def test_checkpoint_best_holds_the_network_validated_in_its_epoch(stamp):
 
 
 def test_pruning_trainer_trains_and_predicts_fold_all(stamp, tmp_path):
-    stamp.run(["nnUNetv2_train", str(HIPPO_ID), "2d", "all", "-tr", STAMP, "-p", PLANS, "-device", "cpu"],
+    stamp.run(["nnUNetv2_train", str(HIPPO_ID), "2d", "all", "-tr", STAMP_SHORT, "-p", PLANS, "-device", "cpu"],
               ext_trainers=True, training=True)
-    folder = fold_dir(stamp, STAMP, PLANS, "2d", "all")
+    folder = fold_dir(stamp, STAMP_SHORT, PLANS, "2d", "all")
     history = load_json(folder / "pruning_history.json")
     assert len(history["steps"]) == 2 and history["steps"][-1]["channels_left"] < sum(
         history["initial_widths"].values())
     out = tmp_path / "fold_all"
     stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
-               "-d", str(HIPPO_ID), "-c", "2d", "-tr", STAMP, "-p", PLANS, "-f", "all", "-device", "cpu",
+               "-d", str(HIPPO_ID), "-c", "2d", "-tr", STAMP_SHORT, "-p", PLANS, "-f", "all", "-device", "cpu",
                "-npp", "1", "-nps", "1"], ext_trainers=True)
     assert len(list(out.glob("*.nii.gz"))) == 2
 

@@ -50,3 +50,22 @@ def test_quick_schedule_keeps_nnunets_init_signature():
     # nnUNetTrainer records its init args by parameter name; *args/**kwargs would break checkpoints
     params = list(inspect.signature(training.nnUNetTrainerLeanQuick.__init__).parameters)
     assert params == ["self", "plans", "configuration", "fold", "dataset_json", "device"]
+
+
+def test_final_validation_without_mirroring_restores_the_axes_even_when_it_fails():
+    seen = []
+
+    class Stock:   # what nnU-Net's perform_actual_validation reads
+        inference_allowed_mirroring_axes = (0, 1, 2)
+
+        def perform_actual_validation(self, save_probabilities: bool = False):
+            seen.append(self.inference_allowed_mirroring_axes)
+            raise RuntimeError("export failed")
+
+    class Trainer(training.FinalValidationWithoutMirroring, Stock):
+        pass
+
+    t = Trainer()
+    with pytest.raises(RuntimeError):
+        t.perform_actual_validation()
+    assert seen == [None] and t.inference_allowed_mirroring_axes == (0, 1, 2)

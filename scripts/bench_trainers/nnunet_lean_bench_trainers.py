@@ -11,7 +11,7 @@ from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, n
                                          nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
 from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
 from nnunet_lean.study import wait_while_paused
-from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
+from nnunet_lean.training import FinalValidationWithoutMirroring, ScheduleOverrides, nnUNetTrainerLean
 
 
 class nnUNetTrainerSTAMPOverheadBench(ScheduleOverrides, nnUNetTrainerSTAMP):
@@ -62,22 +62,15 @@ class nnUNetTrainerBudget(BudgetSchedule, LeanRecipe, nnUNetTrainer):
     """The plans' network (any width) with the lean recipe."""
 
 
-class nnUNetTrainerLeanBudget(BudgetSchedule, nnUNetTrainerLean):
+class nnUNetTrainerLeanBudget(FinalValidationWithoutMirroring, BudgetSchedule, nnUNetTrainerLean):
     """nnUNetTrainerLean's network and recipe on any plans, the studies' budget; nnU-Net's final validation
-    of the fold without mirroring (8x fewer network calls on large cases; the checkpoint keeps the mirroring
-    axes, so prediction mirrors as usual). Saves checkpoint_latest every epoch: its epochs can take minutes."""
+    of the fold without mirroring (8x fewer network calls on large cases; prediction mirrors as usual).
+    Saves checkpoint_latest every epoch: its epochs can take minutes."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.save_every = 1
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        axes, self.inference_allowed_mirroring_axes = self.inference_allowed_mirroring_axes, None
-        try:
-            super().perform_actual_validation(save_probabilities)
-        finally:
-            self.inference_allowed_mirroring_axes = axes
 
 
 class nnUNetTrainerSTAMPBudget(BudgetSchedule, nnUNetTrainerSTAMP):

@@ -6,16 +6,17 @@ import torch
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 
 from nnunet_lean.pruning.trainer import nnUNetTrainerPruneRandomWidest, nnUNetTrainerSTAMP
-from nnunet_lean.training import ScheduleOverrides, nnUNetTrainerLean
+from nnunet_lean.training import FinalValidationWithoutMirroring, ScheduleOverrides, nnUNetTrainerLean
 
 # 150 steps: at 100, SGD at nnU-Net's lr sometimes had not left the all-background start yet
 TINY = {"num_epochs": 6, "num_iterations_per_epoch": 25, "num_val_iterations_per_epoch": 3}
 
 
-class TinySchedule(ScheduleOverrides):
+class TinySchedule(FinalValidationWithoutMirroring, ScheduleOverrides):
     """Seeded (random, numpy, torch) before the network is built, so a test's training is the same every time:
     nnU-Net does not seed, and unseeded the lean network under VanillaAdam once left epoch 0 at background
-    and ended at 0.35 test Dice after these 150 steps (2026-11-29), where its runs usually reach ~0.9."""
+    and ended at 0.35 test Dice after these 150 steps (2026-11-29), where its runs usually reach ~0.9.
+    The final validation runs without mirroring: the tests read what it writes, its Dice is not the result."""
     schedule = TINY
     seed = 0
 
@@ -39,15 +40,20 @@ class nnUNetTrainerLeanTiny(TinySchedule, nnUNetTrainerLean):
     pass
 
 
-class nnUNetTrainerShort(ScheduleOverrides, nnUNetTrainerVanillaAdam):
+class nnUNetTrainerShort(FinalValidationWithoutMirroring, ScheduleOverrides, nnUNetTrainerVanillaAdam):
     """The plans' network, 2 epochs x 5 steps: for tests of what a run builds and writes, not of what it learns."""
     schedule = {"num_epochs": 2, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1}
 
 
-class TinyPruning(ScheduleOverrides):
+class TinyPruning(FinalValidationWithoutMirroring, ScheduleOverrides):
     """6 epochs x 25 iterations; prune 6 channels at the start of epochs 1 and 2."""
     schedule = dict(TINY, prune_start_epoch=1, prune_every=1, prune_stop_epoch=3,
                     prune_channels_per_step=6, importance_batches=2)
+
+
+class ShortPruning(TinyPruning):
+    """3 epochs x 5 iterations, the same two pruning steps: for what a pruning run builds, not what it learns."""
+    schedule = dict(TinyPruning.schedule, num_epochs=3, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
 
 
 class RecordBestSaves:
@@ -80,10 +86,14 @@ class nnUNetTrainerSTAMPTiny(RecordBestSaves, TinyPruning, nnUNetTrainerSTAMP):
         self.prune_channels_per_step = 6 + 2 * (fold if isinstance(fold, int) else 3)
 
 
-class ResumeSchedule(ScheduleOverrides):
-    """6 short epochs (10 iterations); prune 6 channels at the start of epochs 1 and 3, so the
+class nnUNetTrainerSTAMPShort(ShortPruning, nnUNetTrainerSTAMP):
+    pass
+
+
+class ResumeSchedule(FinalValidationWithoutMirroring, ScheduleOverrides):
+    """6 short epochs (5 iterations); prune 6 channels at the start of epochs 1 and 3, so the
     checkpoint after epoch 2 holds a used optimizer and one pruning step."""
-    schedule = {"num_epochs": 6, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 2,
+    schedule = {"num_epochs": 6, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1,
                 "prune_start_epoch": 1, "prune_every": 2, "prune_stop_epoch": None,
                 "prune_channels_per_step": 6, "importance_batches": 2, "save_every": 1}
 
