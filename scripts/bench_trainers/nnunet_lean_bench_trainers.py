@@ -6,6 +6,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
+from nnunet_lean.measure.phases import EpochPhases
 from nnunet_lean.precision import CPU_BF16_ENV, PrecisionError, autocast_training_forward
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
                                          nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
@@ -20,14 +21,15 @@ class nnUNetTrainerSTAMPOverheadBench(ScheduleOverrides, nnUNetTrainerSTAMP):
     schedule = {"num_epochs": 3, "prune_start_epoch": 1, "prune_every": 1, "prune_stop_epoch": 2}
 
 
-class BudgetSchedule:
+class BudgetSchedule(EpochPhases):
     """The study's fixed budget: NNUNET_LEAN_BUDGET_EPOCHS x NNUNET_LEAN_BUDGET_ITERS
     (scripts/reproduce_lunet.py sets both; defaults 30 x 50). Pruning runs prune every epoch from
     30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left.
     A run resumed after an interruption goes on from its last 5-epoch checkpoint.
     NNUNET_LEAN_CPU_BF16=1 (a Study with budget precision bf16 sets it): training steps on a CPU run under
     bf16 autocast (nnunet_lean.precision); not for pruning runs, whose surgery rebuilds the network.
-    NNUNET_LEAN_PAUSE_FILE: while that file exists the run holds before its next epoch begins."""
+    NNUNET_LEAN_PAUSE_FILE: while that file exists the run holds before its next epoch begins.
+    Each epoch logs where its time went (nnunet_lean.measure.phases: batches waited for, steps)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
