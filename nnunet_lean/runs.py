@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from nnunet_lean.errors import RunError
+from nnunet_lean.measure.phases import read_phases
 from nnunet_lean.pruning import state as pruning_state
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
@@ -121,6 +122,11 @@ class TrainedFold:
                 raise RunError(f"{self.path / name} holds no nnU-Net training log: not a checkpoint of nnUNetv2_train")
             logs.append(log)
         return max(logs, key=lambda log: len(log["epoch_end_timestamps"]))
+
+    def epoch_phases(self) -> List[Dict[str, float]]:
+        """Per epoch, where its time went (trainers with nnunet_lean.measure.phases.EpochPhases), from the
+        fold's text logs in the order they were written (a resumed run has one per start)."""
+        return [row for log in sorted(self.path.glob("training_log_*.txt")) for row in read_phases(log.read_text())]
 
     def pruning_state(self, name: Optional[str] = None) -> Optional[dict]:
         """The pruning state a pruning trainer stored with the checkpoint (or its legacy sidecar)."""

@@ -156,3 +156,55 @@ def test_the_adamw_control_trains_with_nnunets_adamw_and_refuses_a_lean_recipe_c
     assert problem.startswith("this checkpoint was trained with Adam, lr 0.01, but Resuming now trains with AdamW")
     own = trainer.optimizer.state_dict()
     assert recipe.recipe_mismatch(trainer, {"optimizer_state": own, "current_epoch": 3}) is None
+
+
+def test_epoch_cost_times_each_network_after_its_warm_up_epoch_and_refuses_what_is_no_study(tmp_path, monkeypatch,
+                                                                                          capsys):
+    import sys
+
+    import torch
+    from nnunet_lean.runs import TrainedFold
+    monkeypatch.syspath_prepend(str(SCRIPTS))   # the script imports converge's tables, as `python scripts/...` does
+    script = _script("epoch_cost")
+
+    def fold(name, epoch_s, steps_s):
+        folder = tmp_path / "results" / f"nnUNetTrainerBudget__{name}__3d_fullres" / "fold_0"
+        folder.mkdir(parents=True)
+        starts = [100.0 * i for i in range(len(epoch_s))]
+        torch.save({"logging": {"epoch_start_timestamps": starts,
+                                "epoch_end_timestamps": [s + e for s, e in zip(starts, epoch_s)]}},
+                   folder / "checkpoint_final.pth")
+        lines = [f"2026-11-30 12:00:0{i}.000000: epoch phases (s): train data 1.00, train steps {s:.2f}, "
+                 f"val data 0.10, val steps 2.00 " for i, s in enumerate(steps_s)]
+        (folder / "training_log_2026_11_30_12_00_00.txt").write_text("\n".join(lines[:2]) + "\n")
+        (folder / "training_log_2026_11_30_13_00_00.txt").write_text("\n".join(lines[2:]) + "\n")  # a resumed run
+        return TrainedFold.open(folder)
+
+    (t_def, p_def) = script.timed_epochs(fold("nnUNetPlans", [90.0, 50.0, 40.0, 60.0], [80.0, 45.0, 35.0, 55.0]))
+    (t_lean, p_lean) = script.timed_epochs(fold("nnUNetLeanPlans", [70.0, 30.0, 40.0, 20.0], [60.0, 25.0, 35.0, 15.0]))
+    assert t_def == [50.0, 40.0, 60.0] and [p["train steps"] for p in p_def] == [45.0, 35.0, 55.0]   # warm-up out
+    args = Namespace(networks=["default", "lean32"], rounds=1, epochs=4, iters=50)
+    result = script.summarise({"default": t_def, "lean32": t_lean}, {"default": p_def, "lean32": p_lean}, args,
+                              tmp_path, {"precision": "bf16"})
+    assert [(r["median_epoch_s"], r["ratio"], r["train steps"]) for r in result["rows"]] == [(50.0, 1.0, 45.0),
+                                                                                            (30.0, 0.6, 25.0)]
+    assert "| LUnet Nf=32, lean recipe | 3 | 30.0 s | 0.60 | 1.0 | 25.0 | 0.1 | 2.0 |" in script.markdown(result)
+
+    lost = fold("nnUNetLeanNf16Plans", [70.0, 30.0], [60.0])   # a run without the phase lines is refused
+    try:
+        script.timed_epochs(lost)
+        raise AssertionError("a run without phases was timed")
+    except script.RunError as e:
+        assert "2 epochs but 1 phase lines" in str(e)
+
+    study = tmp_path / "study"
+    study.mkdir()
+    for budget, message in [(None, "holds no budget.json: give a converge.py level folder"),
+                            ({"dataset": "airway", "precision": "bf16"}, "has no plans for default, lean32")]:
+        if budget:
+            (study / "budget.json").write_text(json.dumps(budget))
+        monkeypatch.setattr(sys, "argv", ["epoch_cost.py", "--study", str(study), "--networks", "default", "lean32"])
+        assert script.exit_on_error(script.main, "epoch_cost.py") == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0, err
+    assert sorted(p.name for p in study.iterdir()) == ["budget.json"]   # nothing written
