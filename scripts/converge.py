@@ -17,7 +17,9 @@ nnUNetTrainerAdam optimizer (AdamW: decoupled decay, under which unused stages d
 Writes results.md / results.json, and `nnunet_lean dice-vs-time` of every network at the highest budget all of
 them trained (the same epochs, so the same poly schedule; reference: the default) as dice_vs_time.png/.md/.json,
 and `nnunet_lean report` (in-process step ratio of the same networks on nnUNetPlans; rerun when the networks
-change) as report.md. Run it on an otherwise idle machine: the times are compared.
+change) as report.md. Run it on an otherwise idle machine: the times are compared. The runs' clocks still come
+from separate processes (often sessions): `scripts/epoch_cost.py --study WORKDIR/DATASET_PRECISION/E<epochs>`
+measures each network's epoch cost side by side, which times dice_vs_time's epochs ratio gives the time ratio.
 --precision bf16 (default): on a CPU every training step runs under bf16 autocast (nnunet_lean.precision; about
 half the time of fp32 there, the counterpart of nnU-Net's fp16 autocast on a GPU) and the report times its steps
 the same way; validation, test predictions and checkpoints stay fp32. Each precision has its own folder
