@@ -125,7 +125,8 @@ class TrainedFold:
 
     def epoch_phases(self) -> List[Dict[str, float]]:
         """Per epoch, where its time went (trainers with nnunet_lean.measure.phases.EpochPhases), from the
-        fold's text logs in the order they were written (a resumed run has one per start)."""
+        fold's text logs in the order they were written (a resumed run has one log per start, and the epochs it
+        trained again after its last checkpoint appear twice)."""
         return [row for log in sorted(self.path.glob("training_log_*.txt")) for row in read_phases(log.read_text())]
 
     def pruning_state(self, name: Optional[str] = None) -> Optional[dict]:

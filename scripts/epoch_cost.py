@@ -40,12 +40,14 @@ TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", required=True, help="a converge.py level folder (holds budget.json, raw/, preprocessed/)")
+    ap.add_argument("--study", required=True,
+                    help="a converge.py level folder (holds budget.json, raw/, preprocessed/)")
     ap.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=["default", "lean32", "lean16", "lean8"])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3, help="per run; the first is left out as warm-up")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("-o", "--out", help="output prefix (default STUDY/epoch_cost)")
+    ap.add_argument("--device", default="cpu", help="nnU-Net's -device (cpu, cuda)")
     args = ap.parse_args()
     if args.epochs < 2 or args.rounds < 1:
         ap.error("--epochs must be 2 or more (the first is warm-up) and --rounds 1 or more")
@@ -60,8 +62,9 @@ def main() -> int:
     times = {k: [] for k in args.networks}
     phases = {k: [] for k in args.networks}
     with tempfile.TemporaryDirectory(prefix="epoch_cost_") as scratch:
-        env = dict(commands.nnunet_environment(str(study), str(BIN), training=True), nnUNet_results=scratch,
-                   nnUNet_extTrainer=str(TRAINERS), **dict(zip(BUDGET_ENV, (str(args.epochs), str(args.iters)))))
+        env = dict(commands.nnunet_environment(str(study), str(BIN), training=True, device=args.device),
+                   nnUNet_results=scratch, nnUNet_extTrainer=str(TRAINERS),
+                   **dict(zip(BUDGET_ENV, (str(args.epochs), str(args.iters)))))
         if budget.get("precision") == "bf16":
             env[CPU_BF16_ENV] = "1"
         step = commands.run_steps(str(Path(scratch) / "logs"), env)
@@ -69,7 +72,7 @@ def main() -> int:
             for key in args.networks:
                 _, plans, trainer, _ = NETWORKS[key]
                 step(f"round{r}_{key}", ["nnUNetv2_train", str(dataset_id), "3d_fullres", "0", "-tr", trainer,
-                                         "-p", plans, "-device", "cpu"])
+                                         "-p", plans, "-device", args.device])
                 fold = TrainedFold.open(fold_folder(Path(scratch) / name, trainer, plans, "3d_fullres", 0))
                 t, p = timed_epochs(fold)
                 times[key] += t
