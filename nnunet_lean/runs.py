@@ -124,10 +124,15 @@ class TrainedFold:
         return max(logs, key=lambda log: len(log["epoch_end_timestamps"]))
 
     def epoch_phases(self) -> List[Dict[str, float]]:
-        """Per epoch, where its time went (trainers with nnunet_lean.measure.phases.EpochPhases), from the
-        fold's text logs in the order they were written (a resumed run has one log per start, and the epochs it
-        trained again after its last checkpoint appear twice)."""
-        return [row for log in sorted(self.path.glob("training_log_*.txt")) for row in read_phases(log.read_text())]
+        """Per epoch, in epoch order, where its time went (trainers with nnunet_lean.measure.phases.EpochPhases),
+        from the fold's text logs. A resumed run has one log per start and trains again the epochs after its last
+        checkpoint: the later log's line of an epoch is kept (that epoch's time in nnU-Net's own log)."""
+        def started(log: Path) -> Tuple[int, ...]:   # training_log_2026_9_30_08_05_01.txt: no zero padding
+            return tuple(int(x) for x in log.stem.split("_")[2:])
+        rows = {}
+        for log in sorted(self.path.glob("training_log_*.txt"), key=started):
+            rows.update((int(r["epoch"]), r) for r in read_phases(log.read_text()))
+        return [rows[e] for e in sorted(rows)]
 
     def pruning_state(self, name: Optional[str] = None) -> Optional[dict]:
         """The pruning state a pruning trainer stored with the checkpoint (or its legacy sidecar)."""

@@ -6,7 +6,7 @@
 A study's runs keep their own clocks, but they ran in separate processes, often in separate sessions on
 machines of different speed, so the ratio of their times mixes the machine into the network's cost. This
 trains each network of `converge.py` (its trainer, plans and the study's precision and data) for
-EPOCHS x ITERS steps, in turns (default, lean32, ..., default, lean32, ...), each run in a scratch results
+EPOCHS x ITERS steps, in turns (default, lean32, ..., lean32, default, ...; odd rounds reversed), each run in a scratch results
 folder, and reports per network the median epoch time (each run's first epoch left out: warm-up), where it
 went (batches waited for, steps; nnunet_lean.measure.phases) and its ratio to the first network. Times the
 epochs-to-target ratio of `nnunet_lean dice-vs-time`, it gives the training-time ratio on one machine.
@@ -39,6 +39,7 @@ TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
 
 
 def main() -> int:
+    """Train every network in turns; write and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", required=True,
                     help="a converge.py level folder (holds budget.json, raw/, preprocessed/)")
@@ -69,7 +70,8 @@ def main() -> int:
             env[CPU_BF16_ENV] = "1"
         step = commands.run_steps(str(Path(scratch) / "logs"), env)
         for r in range(args.rounds):
-            for key in args.networks:
+            # a drift within a round then favours no network: odd rounds run in reverse order
+            for key in (args.networks if r % 2 == 0 else args.networks[::-1]):
                 _, plans, trainer, _ = NETWORKS[key]
                 step(f"round{r}_{key}", ["nnUNetv2_train", str(dataset_id), "3d_fullres", "0", "-tr", trainer,
                                          "-p", plans, "-device", args.device])
@@ -94,7 +96,8 @@ def timed_epochs(fold: TrainedFold) -> Tuple[List[float], List[dict]]:
     return times[1:], phases[1:]
 
 
-def summarise(times: dict, phases: dict, args, study: Path, budget: dict) -> dict:
+def summarise(times: dict, phases: dict, args: argparse.Namespace, study: Path, budget: dict) -> dict:
+    """Per network: epochs timed, median epoch and phases, ratio to the first network; the command line."""
     first = statistics.median(times[args.networks[0]])
     rows = []
     for key, ts in times.items():

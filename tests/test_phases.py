@@ -10,6 +10,7 @@ class Stock:
 
     def __init__(self):
         self.lines = []
+        self.current_epoch = 0
 
     def print_to_log_file(self, *args):
         self.lines.append(f"2026-11-30 12:00:00.000000: {' '.join(map(str, args))} ")
@@ -45,6 +46,7 @@ def run_epoch(trainer, data_s: float, iters: int = 3, val_iters: int = 2):
     trainer.on_validation_epoch_start()
     outs += [trainer.validation_step(b) for b in batches(val_iters)]
     trainer.on_epoch_end()
+    trainer.current_epoch += 1
     return outs
 
 
@@ -56,7 +58,7 @@ def test_waiting_for_batches_and_steps_are_counted_apart_per_epoch():
     run_epoch(slow_steps, data_s=0.0)
     run_epoch(slow_steps, data_s=0.0, iters=1, val_iters=1)   # counters restart each epoch
     (a,), (b, c) = read_phases("\n".join(slow_data.lines)), read_phases("\n".join(slow_steps.lines))
-    assert list(a) == list(PHASES)
+    assert list(a) == ["epoch", *PHASES] and (a["epoch"], b["epoch"], c["epoch"]) == (0, 0, 1)
     assert a["train data"] >= 0.15 and a["val data"] >= 0.1 and a["train steps"] < a["train data"]
     assert b["train steps"] >= 0.15 and b["val steps"] >= 0.1 and b["train data"] < b["train steps"]
     assert b["val data"] < 0.05   # the time between training and validation is not counted as waiting

@@ -174,10 +174,13 @@ def test_epoch_cost_times_each_network_after_its_warm_up_epoch_and_refuses_what_
         torch.save({"logging": {"epoch_start_timestamps": starts,
                                 "epoch_end_timestamps": [s + e for s, e in zip(starts, epoch_s)]}},
                    folder / "checkpoint_final.pth")
-        lines = [f"2026-11-30 12:00:0{i}.000000: epoch phases (s): train data 1.00, train steps {s:.2f}, "
-                 f"val data 0.10, val steps 2.00 " for i, s in enumerate(steps_s)]
-        (folder / "training_log_2026_11_30_12_00_00.txt").write_text("\n".join(lines[:2]) + "\n")
-        (folder / "training_log_2026_11_30_13_00_00.txt").write_text("\n".join(lines[2:]) + "\n")  # a resumed run
+        lines = [f"2026-11-30 12:00:0{i}.000000: epoch phases (s): epoch {i}, train data 1.00, train steps "
+                 f"{s:.2f}, val data 0.10, val steps 2.00 " for i, s in enumerate(steps_s)]
+        # a run killed after epoch 2 and resumed from its checkpoint after epoch 1, the next day: epoch 2 ran
+        # twice (the later time counts), and the logs' names sort wrongly as text (nnU-Net pads no month/day)
+        killed = lines[:2] + [lines[2].replace(f"{steps_s[2]:.2f}", "999.00")] if len(lines) > 2 else lines
+        (folder / "training_log_2026_9_30_12_00_00.txt").write_text("\n".join(killed) + "\n")
+        (folder / "training_log_2026_10_1_13_00_00.txt").write_text("\n".join(lines[2:]) + "\n")
         return TrainedFold.open(folder)
 
     (t_def, p_def) = script.timed_epochs(fold("nnUNetPlans", [90.0, 50.0, 40.0, 60.0], [80.0, 45.0, 35.0, 55.0]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from time import perf_counter
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 PHASES = ("train data", "train steps", "val data", "val steps")
 PREFIX = "epoch phases (s): "
@@ -17,19 +17,19 @@ _LINE = re.compile(re.escape(PREFIX) + r"(.*)$")
 
 class EpochPhases:
     """Trainer mixin: per epoch, the seconds spent waiting for the next batch and inside ``train_step`` /
-    ``validation_step``, logged as one line (``PREFIX``) before nnU-Net's epoch lines. On a GPU a step's
-    time includes the wait for the device (nnU-Net's steps copy their loss to the host)."""
+    ``validation_step``, logged as one line (``PREFIX``, with the epoch's number) before nnU-Net's epoch lines.
+    On a GPU a step's time includes the wait for the device (nnU-Net's steps copy their loss to the host)."""
 
-    def on_train_epoch_start(self):
+    def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self._phases = dict.fromkeys(PHASES, 0.0)
         self._mark = perf_counter()
 
-    def on_validation_epoch_start(self):
+    def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._mark = perf_counter()
 
-    def _timed(self, kind: str, step, batch):
+    def _timed(self, kind: str, step: Callable[[dict], dict], batch: dict) -> dict:
         began = perf_counter()
         self._phases[f"{kind} data"] += began - self._mark
         out = step(batch)
@@ -43,13 +43,15 @@ class EpochPhases:
     def validation_step(self, batch: dict) -> dict:
         return self._timed("val", super().validation_step, batch)
 
-    def on_epoch_end(self):
-        self.print_to_log_file(PREFIX + ", ".join(f"{k} {v:.2f}" for k, v in self._phases.items()))
+    def on_epoch_end(self) -> None:
+        self.print_to_log_file(f"{PREFIX}epoch {self.current_epoch}, "
+                               + ", ".join(f"{k} {v:.2f}" for k, v in self._phases.items()))
         super().on_epoch_end()
 
 
 def read_phases(log_text: str) -> List[Dict[str, float]]:
-    """The phases of every epoch logged by :class:`EpochPhases` in a training log, in order."""
+    """The phases of every epoch logged by :class:`EpochPhases` in a training log, in order; each row also
+    holds its ``epoch``."""
     rows = []
     for line in log_text.splitlines():
         m = _LINE.search(line.rstrip())
