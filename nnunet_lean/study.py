@@ -40,6 +40,17 @@ class StudyError(LeanError):
     """A study folder that cannot be opened as asked; the message names the fix."""
 
 
+def budget_training_environment(workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
+                                device: str = "cpu") -> Dict[str, str]:
+    """Environment of ``nnUNetv2_train`` with a budget trainer (scripts/bench_trainers): the folders under
+    ``workdir``, the trainers' folder, the budget's epochs x iterations, bf16 steps when it says so."""
+    env = dict(commands.nnunet_environment(workdir, bin_dir, training=True, device=device),
+               nnUNet_extTrainer=ext_trainers, **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
+    if budget.get("precision") == "bf16":
+        env[CPU_BF16_ENV] = "1"
+    return env
+
+
 class Study:
     def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
                  create: bool = True, device: str = "cpu"):
@@ -51,12 +62,8 @@ class Study:
         self.work = Path(workdir).expanduser().resolve()
         self.device = device
         self._check_budget(budget, create)
-        ext = {"nnUNet_extTrainer": ext_trainers}
-        self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), **ext)
-        self.train_env = dict(commands.nnunet_environment(str(self.work), bin_dir, training=True, device=device), **ext,
-                              **dict(zip(BUDGET_ENV, (str(budget["epochs"]), str(budget["iters"])))))
-        if budget.get("precision") == "bf16":
-            self.train_env[CPU_BF16_ENV] = "1"
+        self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), nnUNet_extTrainer=ext_trainers)
+        self.train_env = budget_training_environment(str(self.work), bin_dir, ext_trainers, budget, device)
         self.step = commands.run_steps(str(self.work / "logs"), self.env)
 
     def _check_budget(self, budget: Dict[str, object], create: bool) -> None:

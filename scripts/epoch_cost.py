@@ -6,8 +6,8 @@
 A study's runs keep their own clocks, but they ran in separate processes, often in separate sessions on
 machines of different speed, so the ratio of their times mixes the machine into the network's cost. This
 trains each network of `converge.py` (its trainer, plans and the study's precision and data) for
-EPOCHS x ITERS steps, in turns (default, lean32, ..., lean32, default, ...; odd rounds reversed), each run in a scratch results
-folder, and reports per network the median epoch time (each run's first epoch left out: warm-up), where it
+EPOCHS x ITERS steps, in turns (default, lean32, ..., lean32, default, ...; odd rounds reversed), each run
+in a scratch results folder, and reports per network the median epoch time (each run's first epoch left out: warm-up), where it
 went (batches waited for, steps; nnunet_lean.measure.phases) and its ratio to the first network. Times the
 epochs-to-target ratio of `nnunet_lean dice-vs-time`, it gives the training-time ratio on one machine.
 Writes STUDY/epoch_cost.md and .json (-o to change the prefix). Run it on an otherwise idle machine.
@@ -29,9 +29,8 @@ from nnunet_lean import commands
 from nnunet_lean.errors import RunError, exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.measure.phases import PHASES
-from nnunet_lean.precision import CPU_BF16_ENV
 from nnunet_lean.runs import TrainedFold, epoch_seconds, fold_folder
-from nnunet_lean.study import BUDGET_ENV, StudyError
+from nnunet_lean.study import StudyError, budget_training_environment
 from nnunet_lean.tables import markdown_table
 
 BIN = Path(sys.executable).parent
@@ -63,11 +62,9 @@ def main() -> int:
     times = {k: [] for k in args.networks}
     phases = {k: [] for k in args.networks}
     with tempfile.TemporaryDirectory(prefix="epoch_cost_") as scratch:
-        env = dict(commands.nnunet_environment(str(study), str(BIN), training=True, device=args.device),
-                   nnUNet_results=scratch, nnUNet_extTrainer=str(TRAINERS),
-                   **dict(zip(BUDGET_ENV, (str(args.epochs), str(args.iters)))))
-        if budget.get("precision") == "bf16":
-            env[CPU_BF16_ENV] = "1"
+        env = dict(budget_training_environment(str(study), str(BIN), str(TRAINERS),
+                                               dict(budget, epochs=args.epochs, iters=args.iters), args.device),
+                   nnUNet_results=scratch)
         step = commands.run_steps(str(Path(scratch) / "logs"), env)
         for r in range(args.rounds):
             # a drift within a round then favours no network: odd rounds run in reverse order

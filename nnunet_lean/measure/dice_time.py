@@ -37,8 +37,8 @@ def time_to_reach(c: dict, target: float) -> Optional[float]:
 
 def epochs_to_reach(c: dict, target: float) -> Optional[int]:
     """Epochs (1-based count) until the EMA first reaches ``target``; None if it never does. Times the
-    in-process step ratio of `nnunet_lean report`, this ratio estimates the time ratio without comparing
-    clocks of separate processes."""
+    epoch cost ratio measured on one machine (scripts/epoch_cost.py), this ratio gives the time ratio without
+    comparing clocks of separate processes."""
     return next((i + 1 for i, d in enumerate(c["dice"]) if d >= target), None)
 
 
