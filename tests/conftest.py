@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -44,8 +45,13 @@ class NNUNet:
     def run(self, args: List[str], ext_trainers: bool = False, training: bool = False,
             check: bool = True, timeout: int = 900,
             extra_env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+        start = time.monotonic()
         proc = subprocess.run(args, env=self.env(ext_trainers, training, extra_env), cwd=str(self.root),
                               capture_output=True, text=True, timeout=timeout)
+        if os.environ.get("NNUNET_LEAN_TEST_TIMES"):  # where the suite's time goes: one line per command
+            with open(os.environ["NNUNET_LEAN_TEST_TIMES"], "a") as f:
+                f.write(f"{time.monotonic() - start:.1f}\t{os.environ.get('PYTEST_CURRENT_TEST', '')}\t"
+                        f"{' '.join(args)[:300]}\n")
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
                                  f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
