@@ -188,7 +188,7 @@ def _trained_run_args(parser: argparse.ArgumentParser, required: bool, folds_hel
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunet_lean", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="nnunet_lean", description="nnunet-lean: lean U-Nets, pruning and deployment for nnU-Net v2")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("make-dataset", help="write a synthetic or template-based dataset to nnUNet_raw")
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=cmd_deep_supervision_dice)
 
     dt = sub.add_parser("dice-vs-time", help="validation pseudo-Dice against training time of fold folders: a PNG "
-                                             "and a table (time and epochs to 99 % of the reference's final Dice)")
+                                             "and a table (time and epochs to 99 %% of the reference's final Dice)")
     dt.add_argument("fold_dirs", nargs="+", metavar="FOLD_DIR", help=".../TRAINER__PLANS__CONFIG/fold_N")
     dt.add_argument("-o", required=True, help="OUT.png (OUT.md and OUT.json beside it)")
     dt.add_argument("--reference", default=None, help="fold folder whose final Dice sets the target "
