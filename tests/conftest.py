@@ -6,6 +6,7 @@ knobs. ``nnUNet_extTrainer`` is set only where a test asks for the tiny test tra
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,20 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 EXT_TRAINERS = str(TESTS / "ext_trainers")
 BIN = str(Path(sys.executable).parent)
+
+
+CLI_BATCH = """
+import contextlib, io, json
+from nnunet_lean.cli import main
+def run(argvs):
+    out = []
+    for argv in json.loads(argvs):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(argv)
+        out.append([rc, err.getvalue()])
+    print('RESULT' + json.dumps(out))
+"""
 
 
 class NNUNet:
@@ -59,6 +74,12 @@ class NNUNet:
 
     def python(self, code: str, **kw) -> subprocess.CompletedProcess:
         return self.run([sys.executable, "-c", code], **kw)
+
+    def cli_batch(self, argvs: List[List[str]], **kw) -> List[list]:
+        """Several `nnunet_lean` invocations in ONE process (each process start costs seconds): per argv,
+        [exit code, stderr] of the CLI's main()."""
+        proc = self.python(CLI_BATCH + f"\nrun({json.dumps(argvs)!r})", **kw)
+        return json.loads(proc.stdout.split("RESULT", 1)[1])
 
     def dataset_dir(self, dataset_id: int, stage: str = "pre") -> Path:
         base = {"raw": self.raw, "pre": self.pre, "results": self.results}[stage]

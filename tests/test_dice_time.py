@@ -64,7 +64,7 @@ def test_cli_draws_real_folds_and_refuses_bad_input(stamp, tmp_path):
     out = tmp_path / "curves" / "dice_time.png"
     proc = stamp.run(["nnunet_lean", "dice-vs-time", str(f0), str(f1), "-o", str(out)])
     data = json.loads(out.with_suffix(".json").read_text())
-    assert [r["epochs"] for r in data["runs"]] == [6, 6] and data["reference"] == str(f0)
+    assert [r["epochs"] for r in data["runs"]] == [4, 4] and data["reference"] == str(f0)
     assert data["runs"][0]["hours_to_target"] is not None and out.stat().st_size > 10_000
     assert f"{STAMP} / nnUNetPlans / fold 1" in out.with_suffix(".md").read_text() and "fold 1" in proc.stdout
     empty = tmp_path / "T__P__3d_fullres" / "fold_0"
