@@ -46,8 +46,12 @@ def exported(stamp, tmp_path_factory):
 def test_export_checks_itself_and_describes_the_folds(stamp, exported):
     out, stdout = exported
     manifest = load_json(out / "manifest.json")
-    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "fold_0.onnx", "fold_1.onnx",
-                                                      "manifest.json", "plans.json"]
+    # nnU-Net's postprocessing travels when find_best_configuration has written it (test_pruning_end_to_end may
+    # have run first)
+    run = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
+    pp = sorted(f"postprocessing/{f.parent.name}/{f.name}" for f in run.glob("crossval_results_folds_*/postprocessing.*"))
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "fold_0.onnx", "fold_1.onnx", "manifest.json",
+                                                      "plans.json"] + (["postprocessing"] if pp else [])
     assert manifest["trainer"] == STAMP and manifest["configuration"] == "3d_fullres" and manifest["opset"] == 17
     assert manifest["precision"] == "fp32" and manifest["mirroring_axes"] == [0, 1, 2]
     plans = load_json(stamp.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")["configurations"]["3d_fullres"]
@@ -59,7 +63,7 @@ def test_export_checks_itself_and_describes_the_folds(stamp, exported):
     for f in (f0, f1):
         c = f["self_check"]
         assert c["passed"] and c["max_abs_diff"] < 1e-3 * c["logit_range"] and c["logit_range"] > 1
-    assert set(manifest["files"]) == {"dataset.json", "fold_0.onnx", "fold_1.onnx", "plans.json"}
+    assert set(manifest["files"]) == {"dataset.json", "fold_0.onnx", "fold_1.onnx", "plans.json", *pp}
     assert {"torch", "nnunetv2", "onnxruntime"} <= set(manifest["versions"])
     assert "fold 1: fold_1.onnx" in stdout
 
