@@ -116,8 +116,8 @@ class nnUNetTrainerPruneRandomWidestResume(ResumeSchedule, nnUNetTrainerPruneRan
 
 class CrashAndDump:
     """Test hooks driven by env vars: NNUNET_LEAN_TEST_CRASH_AT=E kills the process once E epochs
-    are done (checkpoint_latest is written every epoch); NNUNET_LEAN_TEST_DUMP=path writes the
-    state restored by load_checkpoint (for `--c`)."""
+    are done (checkpoint_latest is written every epoch), =load right after load_checkpoint;
+    NNUNET_LEAN_TEST_DUMP=path writes the state restored by load_checkpoint (for `--c`)."""
 
     def on_epoch_end(self):
         super().on_epoch_end()
@@ -135,6 +135,8 @@ class CrashAndDump:
                            "rng": self.pruning_state["rng"],
                            "adam_moments": {str(i): float(s["exp_avg"].double().sum())
                                             for i, s in state.items()}}, f)
+        if os.environ.get("NNUNET_LEAN_TEST_CRASH_AT") == "load":
+            os._exit(3)
 
 
 class nnUNetTrainerPruneRandomWidestResumeCrash(SkipFinalValidation, CrashAndDump, ResumeSchedule,
