@@ -188,7 +188,9 @@ def _trained_run_args(parser: argparse.ArgumentParser, required: bool, folds_hel
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunet_lean", description="nnunet-lean: lean U-Nets, pruning and deployment for nnU-Net v2")
+    # (not the module docstring's first line: it stops mid-list of the commands)
+    p = argparse.ArgumentParser(prog="nnunet_lean",
+                                description="nnunet-lean: lean U-Nets, pruning and deployment for nnU-Net v2")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("make-dataset", help="write a synthetic or template-based dataset to nnUNet_raw")

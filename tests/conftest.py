@@ -65,8 +65,9 @@ class NNUNet:
                               capture_output=True, text=True, timeout=timeout)
         if os.environ.get("NNUNET_LEAN_TEST_TIMES"):  # where the suite's time goes: one line per command
             with open(os.environ["NNUNET_LEAN_TEST_TIMES"], "a") as f:
-                f.write(f"{time.monotonic() - start:.1f}\t{os.environ.get('PYTEST_CURRENT_TEST', '')}\t"
-                        f"{' '.join(args)[:300]}\n")
+                cmd = " ".join(args).replace("\n", " ")   # (python -c code spans lines)
+                cmd = cmd if len(cmd) <= 300 else cmd[:150] + " ... " + cmd[-150:]
+                f.write(f"{time.monotonic() - start:.1f}\t{os.environ.get('PYTEST_CURRENT_TEST', '')}\t{cmd}\n")
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
                                  f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
@@ -123,8 +124,8 @@ def stamp(hippo: NNUNet) -> NNUNet:
 
 @pytest.fixture(scope="session")
 def stamp_predicted(stamp: NNUNet, tmp_path_factory) -> Path:
-    """Stock nnUNetv2_predict of the test cases by the two STAMP folds together (--save_probabilities, for
-    ensembling): the reference of the deployment tests and a member of the pruning tests' ensemble."""
+    """Stock nnUNetv2_predict of the test cases by the two STAMP folds together (--save_probabilities, as
+    nnU-Net's ensembling needs): the reference of the deployment and export tests."""
     out = tmp_path_factory.mktemp("stamp_predicted") / "folds01"
     stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
                "-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", "nnUNetPlans", "-f", "0", "1",

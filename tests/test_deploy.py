@@ -49,7 +49,8 @@ def test_export_checks_itself_and_describes_the_folds(stamp, exported):
     # nnU-Net's postprocessing travels when find_best_configuration has written it (test_pruning_end_to_end may
     # have run first)
     run = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
-    pp = sorted(f"postprocessing/{f.parent.name}/{f.name}" for f in run.glob("crossval_results_folds_*/postprocessing.*"))
+    pp = sorted(f"postprocessing/{f.parent.name}/{f.name}"
+                for f in run.glob("crossval_results_folds_*/postprocessing.*"))
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "fold_0.onnx", "fold_1.onnx", "manifest.json",
                                                       "plans.json"] + (["postprocessing"] if pp else [])
     assert manifest["trainer"] == STAMP and manifest["configuration"] == "3d_fullres" and manifest["opset"] == 17
