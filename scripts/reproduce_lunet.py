@@ -1,7 +1,7 @@
 """The LUnet paper's study (Table II / Fig. 4) in a CPU-sized form, through the stock nnU-Net commands.
 
     python scripts/reproduce_lunet.py [--workdir ~/.cache/nnunet-lean/repro] [--epochs 30 --iters 50]
-                                      [--recipe lean|nnunet]
+                                      [--recipe lean|nnunet] [--precision fp32|bf16]
 
 Hippocampus-like 64^3 data; nnU-Net's 5-stage plan with the paper's widths: Unet Nf=4 (4..64,
 doubling), its linear 75/50/25 % (Nf 3/2/1), LUnet Nf=8 and Nf=4, and on Unet Nf=4 the pruning runs
@@ -11,6 +11,9 @@ plus STAMP's pruned widths retrained from scratch. Every run trains with one rec
 Every variant is trained on folds 0..2 (three replicates: other training split, other pruning seed)
 with the same budget, then predicts the held-out test cases. Every step is skipped when its result
 exists, so an interrupted study resumes where it stopped. Writes results.json, results.md, pareto.png.
+--precision bf16: training steps under bf16 autocast on a CPU, as the convergence study trains (validation,
+predictions and checkpoints stay fp32); its own default folder (repro_bf16), since a study never changes
+precision midway.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ DERIVED_PLANS = [("UnetNf4", "nnUNetPlans", ["--base", "4"]), ("LUnetNf8", "nnUN
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/repro"))
+    ap.add_argument("--workdir", default=None, help="default ~/.cache/nnunet-lean/repro (repro_bf16 with bf16)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
@@ -63,10 +66,11 @@ def main() -> int:
     ap.add_argument("--summary-only", action="store_true",
                     help="write results.md/json and pareto.png from the runs finished so far; train nothing")
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="training steps on a CPU (on a GPU nnU-Net's fp16 autocast applies either way)")
     args = ap.parse_args()
-    study = Study(args.workdir, str(BIN), str(TRAINERS),
-                  {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test", "recipe")},
-                  create=not args.summary_only, device=args.device)
+    args.workdir, budget = study_settings(args)
+    study = Study(args.workdir, str(BIN), str(TRAINERS), budget, create=not args.summary_only, device=args.device)
     if args.summary_only:
         runs = [dict(variant=label, **r) for fold in args.folds
                 for label, plans, trainer in runs_of_fold(fold, args.recipe)
@@ -93,6 +97,15 @@ def main() -> int:
             runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
             summarise(runs, study.work, args)
     return 0
+
+
+def study_settings(args) -> tuple:
+    """(workdir, budget): fp32 studies keep the budget (and folder) they always had; bf16 adds it to both."""
+    budget = {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test", "recipe")}
+    if args.precision == "bf16":
+        budget["precision"] = "bf16"
+    default = "~/.cache/nnunet-lean/repro" + ("_bf16" if args.precision == "bf16" else "")
+    return os.path.expanduser(args.workdir or default), budget
 
 
 def scratch_plans(fold: int) -> str:
@@ -123,7 +136,8 @@ def summarise(runs: list, work: Path, args) -> None:
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}, "
-              f"recipe {RECIPE_TEXT[args.recipe]} for every run")
+              f"recipe {RECIPE_TEXT[args.recipe]} for every run, training steps in {args.precision}"
+              + (" on the CPU" if args.device == "cpu" else f" (device {args.device}: nnU-Net's fp16 autocast)"))
     table = markdown_table(rows) + "\n\n" + goals(runs)
     per_run = ("Every run; validation Dice of each deep-supervision output, full resolution first "
                "(`nnunet_lean deep-supervision-dice`):\n\n" + markdown_table(per_run_rows(by)))

@@ -36,3 +36,14 @@ def test_goals_count_stuck_runs_and_stuck_outputs_that_carry_loss_weight():
     assert text.startswith("Runs with full-resolution test Dice < 0.05: 2 of 3 (Unet 75 % f1, STAMP f0)")
     assert text.endswith("(of 2 runs): full 1 / 1/2 1 / 1/4 1.")
     assert [t for _, _, t in _script().runs_of_fold(0, "nnunet")][-1] == "nnUNetTrainerBudgetSGD"
+
+
+def test_bf16_is_part_of_the_budget_and_has_its_own_folder():
+    from types import SimpleNamespace
+    script = _script()
+    base = dict(epochs=30, iters=50, size=64, num_train=40, num_test=10, recipe="lean", workdir=None)
+    work, budget = script.study_settings(SimpleNamespace(**base, precision="fp32"))
+    assert work.endswith("/repro") and "precision" not in budget   # an fp32 study resumes as it began
+    work16, budget16 = script.study_settings(SimpleNamespace(**base, precision="bf16"))
+    assert work16.endswith("/repro_bf16") and budget16 == dict(budget, precision="bf16")
+    assert script.study_settings(SimpleNamespace(**dict(base, workdir="/x"), precision="bf16"))[0] == "/x"
