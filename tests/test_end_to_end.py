@@ -82,6 +82,17 @@ def test_stock_trainer_on_lean_plans_trains_a_constant_width_net(trained):
     assert "denormals" not in next(ckpt.parent.glob("training_log_*.txt")).read_text()   # nnU-Net's own trainer
 
 
+def test_lean_trainer_and_stock_vanilla_adam_on_lean_plans_train_the_same_network(trained):
+    """README's advice for lean plans (-tr nnUNetTrainerVanillaAdam) is the lean recipe: seeded alike, the two
+    user paths (nnUNetTrainerLean on stock plans, VanillaAdam on nnUNetLeanPlans) end at the same weights."""
+    a, b = (torch.load(fold_dir(trained, t, p, "3d_fullres") / "checkpoint_final.pth", map_location="cpu",
+                       weights_only=False)["network_weights"]
+            for t, p in (("nnUNetTrainerLeanTiny", "nnUNetPlans"), ("nnUNetTrainerTiny", "nnUNetLeanPlans")))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-5, worst
+
+
 @pytest.mark.parametrize("trainer, plans", [("nnUNetTrainerLeanTiny", "nnUNetPlans"),
                                             ("nnUNetTrainerTiny", "nnUNetLeanPlans")])
 def test_predict_and_evaluate_test_cases(predicted, trained, trainer, plans):
