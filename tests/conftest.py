@@ -124,12 +124,12 @@ def stamp(hippo: NNUNet) -> NNUNet:
 
 @pytest.fixture(scope="session")
 def stamp_predicted(stamp: NNUNet, tmp_path_factory) -> Path:
-    """Stock nnUNetv2_predict of the test cases by the two STAMP folds together: the reference of the
-    deployment and export tests."""
+    """Stock nnUNetv2_predict of the test cases by the two STAMP folds together (with --save_probabilities, as
+    for ensembling): the reference of the deployment and export tests."""
     out = tmp_path_factory.mktemp("stamp_predicted") / "folds01"
     stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
                "-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", "nnUNetPlans", "-f", "0", "1",
-               "-device", "cpu", "-npp", "1", "-nps", "1"], ext_trainers=True)
+               "-device", "cpu", "-npp", "1", "-nps", "1", "--save_probabilities"], ext_trainers=True)
     return out
 
 
