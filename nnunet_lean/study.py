@@ -51,6 +51,14 @@ def budget_training_environment(workdir: str, bin_dir: str, ext_trainers: str, b
     return env
 
 
+def training_steps_text(precision: str, device: str) -> str:
+    """How a study's training steps ran, for its results header: a CPU study's precision, or nnU-Net's own fp16
+    autocast on a GPU (where the budget's precision does not apply)."""
+    if device == "cpu":
+        return f"training steps in {precision} on the CPU"
+    return f"training steps under nnU-Net's fp16 autocast on {device}"
+
+
 class Study:
     def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
                  create: bool = True, device: str = "cpu"):

@@ -38,7 +38,7 @@ from pathlib import Path
 from nnunet_lean import runs
 from nnunet_lean.errors import exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
-from nnunet_lean.study import Study
+from nnunet_lean.study import Study, training_steps_text
 from nnunet_lean.tables import markdown_table
 
 BIN = Path(sys.executable).parent
@@ -187,8 +187,7 @@ def summarise(results: dict, root: Path, args) -> None:
                       ("yes" if within_parity(gaps) else "no"),
                       "training Dice per label - default (points)":
                           _points(r.get("training_dice_per_label"), ref.get("training_dice_per_label"))})
-    steps = (f"training steps in {args.precision} on the CPU" if args.device == "cpu" else
-             f"training steps under nnU-Net's fp16 autocast on {args.device}")
+    steps = training_steps_text(args.precision, args.device)
     command = (f"python scripts/converge.py --dataset {args.dataset} " +
                (f"--precision {args.precision}" if args.device == "cpu" else f"--device {args.device}"))
     header = (f"{args.dataset}, fold 0, {args.num_train} training / {args.num_test} test cases, "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nnunet_lean.errors import exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
-from nnunet_lean.study import Study
+from nnunet_lean.study import Study, training_steps_text
 from nnunet_lean.tables import markdown_table
 
 BIN = Path(sys.executable).parent
@@ -136,8 +136,7 @@ def summarise(runs: list, work: Path, args) -> None:
     folds = sorted({r["fold"] for r in runs})
     header = (f"{args.num_train} training / {args.num_test} test cases at {args.size}^3, "
               f"budget {args.epochs} epochs x {args.iters} iterations per run, {len(runs)} runs on folds {folds}, "
-              f"recipe {RECIPE_TEXT[args.recipe]} for every run, training steps in {args.precision}"
-              + (" on the CPU" if args.device == "cpu" else f" (device {args.device}: nnU-Net's fp16 autocast)"))
+              f"recipe {RECIPE_TEXT[args.recipe]} for every run, {training_steps_text(args.precision, args.device)}")
     table = markdown_table(rows) + "\n\n" + goals(runs)
     per_run = ("Every run; validation Dice of each deep-supervision output, full resolution first "
                "(`nnunet_lean deep-supervision-dice`):\n\n" + markdown_table(per_run_rows(by)))
