@@ -24,20 +24,25 @@ def planned(hippo):
     (hippo.pre / "Dataset502_LargeFingerprint").mkdir()
     (hippo.pre / "Dataset502_LargeFingerprint" / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
     # the stock CLI for one preset, and nnU-Net's own plan_experiments (what that CLI calls, same lookup by
-    # name) for the rest. Planning is single-threaded Python: two processes side by side halve its time. The
-    # stock presets first: a lean preset reads their plans (to share their data) or replans them in memory.
-    code = "from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments\nfor p in {!r}: " \
-           f"plan_experiments([{LARGE_ID}], p)"
+    # name) for the rest. Planning is single-threaded Python, so two processes run side by side (61 -> 37 s).
+    # The stock presets first: a lean preset reads their plans (to share their data) or replans them in memory.
+    def plan(presets):
+        return hippo.python("from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments\n"
+                            f"for p in {presets!r}: plan_experiments([{LARGE_ID}], p)")
+
     stock, lean = PRESETS[:2], PRESETS[2:]
     cli = ["nnUNetv2_plan_experiment", "-d", str(LARGE_ID), "-pl", "LeanPlannerNf8"]
-    for jobs in ([lambda: hippo.python(code.format(stock[:1])), lambda: hippo.python(code.format(stock[1:]))],
-                 [lambda: (hippo.run(cli), hippo.python(code.format(lean[:2]))),
-                  lambda: hippo.python(code.format(lean[2:]))]):
-        with ThreadPoolExecutor(2) as pool:
-            for done in [pool.submit(job) for job in jobs]:
-                done.result()  # re-raises a failed command's AssertionError
+    side_by_side(lambda: plan(stock[:1]), lambda: plan(stock[1:]))
+    side_by_side(lambda: (hippo.run(cli), plan(lean[:2])), lambda: plan(lean[2:]))
     folder = hippo.dataset_dir(LARGE_ID)
     return lambda name: load_json(folder / f"{name}.json")
+
+
+def side_by_side(*jobs):
+    """Run the jobs in parallel threads; re-raises a failed command's AssertionError."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        for done in [pool.submit(job) for job in jobs]:
+            done.result()
 
 
 def widths(plans, config):
