@@ -211,3 +211,26 @@ def test_epoch_cost_times_each_network_after_its_warm_up_epoch_and_refuses_what_
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0, err
     assert sorted(p.name for p in study.iterdir()) == ["budget.json"]   # nothing written
+
+
+def test_label_confusion_counts_swapped_voxels_per_case_and_refuses_a_folder_missing_cases(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+    import pytest
+    from nnunet_lean.errors import LeanError
+    script = _script("label_confusion")
+    ref, pred = tmp_path / "labelsTs", tmp_path / "pred"
+    ref.mkdir(), pred.mkdir()
+    gt = np.zeros((4, 4, 4), np.uint8)
+    gt[0, :, :2], gt[0, :, 2:] = 4, 5          # 8 voxels left, 8 right
+    pr = gt.copy()
+    pr[0, 0, :2] = 5                           # 2 left voxels called right
+    for name, (g, p) in {"a.nii.gz": (gt, pr), "b.nii.gz": (gt, gt)}.items():
+        sitk.WriteImage(sitk.GetImageFromArray(g), str(ref / name))
+        sitk.WriteImage(sitk.GetImageFromArray(p), str(pred / name))
+    total, per_case = script.confusion(ref, pred)
+    assert total[4, 5] == 2 and total[4, 4] == 14 and total[5, 5] == 16 and total[5, 4] == 0
+    assert script.swapped(per_case["a.nii.gz"], 4, 5) == 2 and script.swapped(per_case["b.nii.gz"], 4, 5) == 0
+    (pred / "b.nii.gz").unlink()
+    with pytest.raises(LeanError, match="lacks 1 of 2 cases"):
+        script.confusion(ref, pred)
