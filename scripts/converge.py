@@ -13,7 +13,8 @@ at background does not move either); levels go on for the networks not yet conve
 Each run's Dice on its training cases too (`nnunet_lean deep-supervision-dice --cases train`, full-resolution
 output): a gap there is capacity or optimisation. Recipes: "default" and the lean networks use the lean
 recipe (nnUNetTrainerBudget), "default_sgd" nnU-Net's (nnUNetTrainerBudgetSGD), "*_adamw" nnU-Net's
-nnUNetTrainerAdam optimizer (AdamW: decoupled decay, under which unused stages do not die; nnUNetTrainerBudgetAdamW).
+nnUNetTrainerAdam optimizer (AdamW: decoupled decay, under which unused stages do not die; nnUNetTrainerBudgetAdamW),
+"*_nomirror" the lean recipe without mirroring (nnUNetTrainerBudgetNoMirroring: position then tells left from right).
 Writes results.md / results.json, and `nnunet_lean dice-vs-time` of every network at the highest budget all of
 them trained (the same epochs, so the same poly schedule; reference: the default) as dice_vs_time.png/.md/.json,
 and `nnunet_lean report` (in-process step ratio of the same networks on nnUNetPlans; rerun when the networks
@@ -57,11 +58,17 @@ NETWORKS = {"default": ("nnU-Net default, lean recipe", "nnUNetPlans", "nnUNetTr
             "default_adamw": ("nnU-Net default, AdamW", "nnUNetPlans", "nnUNetTrainerBudgetAdamW", None),
             "lean32_adamw": ("LUnet Nf=32, AdamW", "nnUNetLeanPlans", "nnUNetTrainerBudgetAdamW", "LeanPlanner"),
             "lean16_adamw": ("LUnet Nf=16, AdamW", "nnUNetLeanNf16Plans", "nnUNetTrainerBudgetAdamW",
-                             "LeanPlannerNf16")}
+                             "LeanPlannerNf16"),
+            # the left / right control: no mirroring in training, so position tells left from right
+            "default_nomirror": ("nnU-Net default, lean recipe, no mirroring", "nnUNetPlans",
+                                 "nnUNetTrainerBudgetNoMirroring", None),
+            "lean32_nomirror": ("LUnet Nf=32, lean recipe, no mirroring", "nnUNetLeanPlans",
+                                "nnUNetTrainerBudgetNoMirroring", "LeanPlanner")}
 # the same networks on nnUNetPlans (the lean planners keep nnU-Net's patch and batch): `nnunet_lean report`
 REPORT_TRAINERS = {"default": None, "default_sgd": None, "lean32": "nnUNetTrainerLean",
                    "lean16": "nnUNetTrainerLean_Nf16", "lean8": "nnUNetTrainerLean_Nf8", "lean64": "nnUNetTrainerLean_Nf64",
-                   "default_adamw": None, "lean32_adamw": None, "lean16_adamw": None}   # another recipe, same networks
+                   "default_adamw": None, "lean32_adamw": None, "lean16_adamw": None,   # another recipe, same networks
+                   "default_nomirror": None, "lean32_nomirror": None}
 PARITY = 0.01  # issue 14's goal: within 1.0 point of the default's test Dice, per label
 MOVE = 0.005   # converged: doubling the steps moves validation Dice by less than this
 LEARNED = 0.05  # ... at a validation Dice of at least this

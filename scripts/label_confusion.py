@@ -37,6 +37,9 @@ def confusion(labels_dir: Path, pred_dir: Path) -> tuple:
     per_case = {}
     for ref in refs:
         gt, pr = read_segmentation(ref), read_segmentation(pred_dir / ref.name)
+        if gt.size != pr.size:
+            raise LeanError(f"{pred_dir / ref.name} has {pr.size} voxels, its reference {gt.size}: "
+                            "pass predictions of these very cases at their original resolution")
         n = int(max(gt.max(), pr.max())) + 1
         per_case[ref.name] = np.bincount(gt * n + pr, minlength=n * n).reshape(n, n)
     n = max(m.shape[0] for m in per_case.values())

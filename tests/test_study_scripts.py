@@ -234,3 +234,27 @@ def test_label_confusion_counts_swapped_voxels_per_case_and_refuses_a_folder_mis
     (pred / "b.nii.gz").unlink()
     with pytest.raises(LeanError, match="lacks 1 of 2 cases"):
         script.confusion(ref, pred)
+
+
+def test_heldout_gaps_are_paired_per_case_differences_with_twice_their_standard_error(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))   # heldout_dice imports converge and label_confusion
+    script = _script("heldout_dice")
+    # differences +1, +3 points: mean +2, sd sqrt(2), se 1, 2 se 2; a case where a label is absent is left out
+    assert script.gap([0.91, 0.93, float("nan")], [0.90, 0.90, 0.5]) == "+2.0 +- 2.0"
+
+
+def test_the_left_right_control_trains_the_lean_recipe_without_mirroring():
+    """converge.py's *_nomirror rows: nnU-Net's own no-mirroring augmentation under the lean recipe's optimizer."""
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \
+        nnUNetTrainerNoMirroring
+    from test_recipe import _Host
+    bench = _script("bench_trainers/nnunet_lean_bench_trainers")
+    assert {k: v[2] for k, v in _script("converge").NETWORKS.items() if k.endswith("_nomirror")} == dict.fromkeys(
+        ["default_nomirror", "lean32_nomirror"], "nnUNetTrainerBudgetNoMirroring")
+    trainer = bench.nnUNetTrainerBudgetNoMirroring
+    mro = trainer.__mro__
+    assert mro.index(bench.nnUNetTrainerBudget) < mro.index(nnUNetTrainerNoMirroring)
+    assert trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size is \
+        nnUNetTrainerNoMirroring.configure_rotation_dummyDA_mirroring_and_inital_patch_size
+    lean = type(bench.nnUNetTrainerBudget.configure_optimizers(_Host())[0])
+    assert type(trainer.configure_optimizers(_Host())[0]) is lean

@@ -4,6 +4,7 @@ import os
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import nnUNetTrainerNoMirroring
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from nnunet_lean.measure.phases import EpochPhases
@@ -101,6 +102,12 @@ class nnUNetTrainerBudgetAdamW(nnUNetTrainerBudget):
     Its weight decay is decoupled from the gradient, so a stage the task does not use is not driven towards zero
     as under the lean recipe's coupled L2 (docs/learning.md, dead stages): the control for whether they cost Dice."""
     configure_optimizers = nnUNetTrainerAdam.configure_optimizers
+
+
+class nnUNetTrainerBudgetNoMirroring(nnUNetTrainerBudget, nnUNetTrainerNoMirroring):
+    """The lean recipe without mirroring in training or validation (nnU-Net's own ``nnUNetTrainerNoMirroring``),
+    so that position tells a left label from a right one: the control for airway's left / right bronchus swaps
+    (docs/learning.md, more held-out cases)."""
 
 
 class nnUNetTrainerSTAMPBudgetSGD(NnunetRecipe, nnUNetTrainerSTAMPBudget):

@@ -1,0 +1,118 @@
+"""Test Dice of a convergence study's runs on many more held-out cases than the study's 10.
+
+    python scripts/heldout_dice.py --dataset airway [--num-new 100] [--pairs 4,5 1,2 2,3]
+                                   [--workdir ~/.cache/nnunet-lean/converge] [--precision bf16]
+
+Ten test cases leave a per-label Dice gap of a point or two within sampling noise. This makes the study's
+dataset again with 10 + N test cases (`nnunet_lean make-dataset`, the same seed: the study's 10 test cases and
+N new ones) in ROOT/heldout/raw (ROOT = WORKDIR/DATASET_PRECISION, converge.py's folder), then for every
+finished run of every budget (ROOT/E<epochs>) predicts them as the study does (stock nnUNetv2_predict, no
+mirroring) and evaluates them (nnUNetv2_evaluate_folder) into ROOT/heldout/predictions/E<epochs>/<run>. Writes
+ROOT/heldout/results.md / .json: per run the test Dice per label, its gap to the default of the same budget
+with twice the standard error of the per-case paired differences, and the voxels swapped between label pairs
+(scripts/label_confusion.py). Every step is skipped when its output exists (resumable); run it with the study
+paused (NNUNET_LEAN_PAUSE_FILE) or finished, since it shares the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from converge import BIN, DATASETS, NETWORKS, TRAINERS
+from label_confusion import confusion, swapped
+from nnunet_lean import commands, runs
+from nnunet_lean.errors import LeanError, exit_on_error
+from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
+from nnunet_lean.tables import markdown_table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="airway")
+    ap.add_argument("--num-new", type=int, default=100, help="new test cases besides the study's 10")
+    ap.add_argument("--pairs", nargs="*", default=["4,5", "1,2", "2,3"],
+                    help="label pairs whose swapped voxels to count (airway: left/right bronchus, trachea/extension, "
+                         "extension/carina)")
+    ap.add_argument("--workdir", default="~/.cache/nnunet-lean/converge")
+    ap.add_argument("--precision", default="bf16", help="the study's folder suffix (bf16, fp32, cuda)")
+    args = ap.parse_args()
+    d, name, make = DATASETS[args.dataset]
+    root = Path(args.workdir).expanduser() / f"{args.dataset}_{args.precision}"
+    levels = sorted((p for p in root.glob("E*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
+    if not levels:
+        raise LeanError(f"no study budgets (E<epochs> folders) in {root}: run scripts/converge.py first")
+    pairs = [tuple(int(x) for x in p.split(",")) for p in args.pairs]
+    out = root / "heldout"
+    step = commands.run_steps(str(out / "logs"), {})
+    raw = out / "raw" / name
+    budget = json.loads((levels[0] / "budget.json").read_text())
+    if not (raw / "dataset.json").exists():   # -n as the study's, so that case i is the same case in both
+        env = commands.nnunet_environment(str(out), str(BIN))
+        step(f"dataset_{d}", ["nnunet_lean", "make-dataset", "-d", str(d), "-n", str(budget["num_train"]),
+                              "--num-test", str(budget["num_test"] + args.num_new), *make], env)
+    rows = []
+    for level in levels:
+        env = dict(commands.nnunet_environment(str(level), str(BIN)), nnUNet_extTrainer=str(TRAINERS))
+        results = level / "results" / name
+        for key, (label, plans, trainer, _) in NETWORKS.items():
+            fold = runs.fold_folder(results, trainer, plans, "3d_fullres", 0)
+            if not (fold / "checkpoint_final.pth").exists():
+                continue
+            tag = f"{trainer}_{plans}_f0"
+            pred = out / "predictions" / level.name / tag
+            if not (pred / "summary.json").exists():
+                step(f"predict_{level.name}_{tag}", [
+                    "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(d), "-c", "3d_fullres",
+                    "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+                    "--disable_tta"], env)
+                step(f"evaluate_{level.name}_{tag}", [
+                    "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(raw / "dataset.json"),
+                    "-pfile", str(level / "preprocessed" / name / f"{plans}.json"), "-np", "1"], env)
+            total, _ = confusion(raw / "labelsTs", pred)
+            rows.append({"level": level.name, "key": key, "network": label,
+                         "steps": int(level.name[1:]) * budget["iters"],
+                         "per_case": _per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
+                         "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs}})
+    summarise(rows, out, budget["num_test"], args)
+    return 0
+
+
+def _per_case(summary_json: Path) -> dict:
+    """{label: [Dice of each case, in file order]} of an nnUNetv2_evaluate_folder summary.json."""
+    cases = sorted(json.loads(summary_json.read_text())["metric_per_case"], key=lambda c: c["reference_file"])
+    return {lab: [c["metrics"][lab]["Dice"] for c in cases] for lab in cases[0]["metrics"]}
+
+
+def gap(run: list, ref: list) -> str:
+    """Mean paired per-case difference in points, +- twice its standard error."""
+    diff = [100 * (a - b) for a, b in zip(run, ref) if not (math.isnan(a) or math.isnan(b))]
+    se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return f"{statistics.fmean(diff):+.1f} +- {2 * se:.1f}"
+
+
+def summarise(rows: list, out: Path, study_test: int, args) -> None:
+    table = []
+    for r in rows:
+        ref = next((x for x in rows if x["level"] == r["level"] and x["key"] == "default"), None)
+        labels = sorted(r["per_case"], key=int)
+        table.append({"steps": r["steps"], "network": r["network"], "test Dice": f"{r['dice']:.3f}",
+                      "per label": ", ".join(f"{statistics.fmean(r['per_case'][lab]):.3f}" for lab in labels),
+                      "per label - default (points, +- 2 SE)": "-" if ref is None or ref is r else "; ".join(
+                          gap(r["per_case"][lab], ref["per_case"][lab]) for lab in labels),
+                      **{f"voxels swapped {p}": v for p, v in r["swapped"].items()}})
+    header = (f"{args.dataset}: the convergence study's runs on {study_test + args.num_new} held-out test cases (its {study_test} and "
+              f"{args.num_new} new ones, same generator and seed), predicted without mirroring; gaps: mean of the "
+              f"per-case paired differences to the default of the same budget (`python scripts/heldout_dice.py "
+              f"--dataset {args.dataset} --num-new {args.num_new}`)")
+    text = header + "\n\n" + markdown_table(table) + "\n"
+    write_text_atomically(text, str(out / "results.md"))
+    write_json_atomically({"args": vars(args), "runs": rows}, str(out / "results.json"), indent=1)
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_error(main, "heldout_dice.py"))
