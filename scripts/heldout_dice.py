@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from converge import BIN, DATASETS, NETWORKS, TRAINERS
-from label_confusion import confusion, swapped
+from label_confusion import confusion, flipped, parse_pairs, swapped
 from nnunet_lean import commands, runs
 from nnunet_lean.errors import LeanError, exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
@@ -45,7 +45,7 @@ def main() -> int:
     levels = sorted((p for p in root.glob("E*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
     if not levels:
         raise LeanError(f"no study budgets (E<epochs> folders) in {root}: run scripts/converge.py first")
-    pairs = [tuple(int(x) for x in p.split(",")) for p in args.pairs]
+    pairs = parse_pairs(args.pairs)
     out = root / "heldout"
     step = commands.run_steps(str(out / "logs"), {})
     raw = out / "raw" / name
@@ -72,11 +72,13 @@ def main() -> int:
                 step(f"evaluate_{level.name}_{tag}", [
                     "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(raw / "dataset.json"),
                     "-pfile", str(level / "preprocessed" / name / f"{plans}.json"), "-np", "1"], env)
-            total, _ = confusion(raw / "labelsTs", pred)
+            total, per_case = confusion(raw / "labelsTs", pred)
             rows.append({"level": level.name, "key": key, "network": label,
                          "steps": int(level.name[1:]) * budget["iters"],
                          "per_case": _per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
-                         "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs}})
+                         "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
+                         "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values())
+                                           for a, b in pairs}})
     summarise(rows, out, budget["num_test"], args)
     return 0
 
@@ -103,10 +105,12 @@ def summarise(rows: list, out: Path, study_test: int, args) -> None:
                       "per label": ", ".join(f"{statistics.fmean(r['per_case'][lab]):.3f}" for lab in labels),
                       "per label - default (points, +- 2 SE)": "-" if ref is None or ref is r else "; ".join(
                           gap(r["per_case"][lab], ref["per_case"][lab]) for lab in labels),
-                      **{f"voxels swapped {p}": v for p, v in r["swapped"].items()}})
+                      **{f"voxels swapped {p} (cases flipped)": f"{v:,} ({r['cases_flipped'][p]})"
+                         for p, v in r["swapped"].items()}})
     header = (f"{args.dataset}: the convergence study's runs on {study_test + args.num_new} held-out test cases (its {study_test} and "
               f"{args.num_new} new ones, same generator and seed), predicted without mirroring; gaps: mean of the "
-              f"per-case paired differences to the default of the same budget (`python scripts/heldout_dice.py "
+              f"per-case paired differences to the default of the same budget; a case is flipped when more than half "
+              f"of a pair's reference voxels got the other label (`python scripts/heldout_dice.py "
               f"--dataset {args.dataset} --num-new {args.num_new}`)")
     text = header + "\n\n" + markdown_table(table) + "\n"
     write_text_atomically(text, str(out / "results.md"))

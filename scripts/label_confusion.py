@@ -53,16 +53,28 @@ def swapped(m: np.ndarray, a: int, b: int) -> int:
     return int(m[a, b] + m[b, a]) if max(a, b) < m.shape[0] else 0
 
 
+def flipped(m: np.ndarray, a: int, b: int) -> bool:
+    """More than half of the reference voxels of labels a and b got the other one's label (e.g. a whole
+    bronchial tree with left and right exchanged)."""
+    if max(a, b) >= m.shape[0]:
+        return False
+    return bool(2 * swapped(m, a, b) > m[a].sum() + m[b].sum())
+
+
+def parse_pairs(pairs: list) -> list:
+    try:
+        return [tuple(int(x) for x in p.split(",")) for p in pairs]
+    except ValueError:
+        raise LeanError(f"--pairs takes label pairs like 4,5 (got {' '.join(pairs)})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("labels_dir", type=Path)
     ap.add_argument("pred_dirs", type=Path, nargs="+")
     ap.add_argument("--pairs", nargs="*", default=[], help="label pairs a,b whose swapped voxels to list per case")
     args = ap.parse_args()
-    try:
-        pairs = [tuple(int(x) for x in p.split(",")) for p in args.pairs]
-    except ValueError:
-        raise LeanError(f"--pairs takes label pairs like 4,5 (got {' '.join(args.pairs)})")
+    pairs = parse_pairs(args.pairs)
     for pred_dir in args.pred_dirs:
         total, per_case = confusion(args.labels_dir, pred_dir)
         total[0, 0] = 0
@@ -70,7 +82,9 @@ def main() -> int:
         print(np.array2string(total, max_line_width=200))
         for a, b in pairs:
             cases = " ".join(f"{c.split('.')[0]}:{swapped(m, a, b)}" for c, m in per_case.items() if swapped(m, a, b))
-            print(f"  {a}<->{b} swapped: {swapped(total, a, b)} voxels ({cases or 'none'})")
+            flips = [c.split(".")[0] for c, m in per_case.items() if flipped(m, a, b)]
+            print(f"  {a}<->{b} swapped: {swapped(total, a, b)} voxels ({cases or 'none'}); "
+                  f"cases with more than half of them swapped: {len(flips)} ({' '.join(flips) or 'none'})")
     return 0
 
 

@@ -258,3 +258,13 @@ def test_the_left_right_control_trains_the_lean_recipe_without_mirroring():
         nnUNetTrainerNoMirroring.configure_rotation_dummyDA_mirroring_and_inital_patch_size
     lean = type(bench.nnUNetTrainerBudget.configure_optimizers(_Host())[0])
     assert type(trainer.configure_optimizers(_Host())[0]) is lean
+
+
+def test_a_case_is_flipped_when_more_than_half_of_a_pairs_voxels_got_the_other_label():
+    import numpy as np
+    script = _script("label_confusion")
+    m = np.zeros((6, 6), int)
+    m[4, 4], m[4, 5], m[5, 5], m[5, 4] = 3, 7, 4, 6     # 13 of 20 swapped
+    assert script.flipped(m, 4, 5) and not script.flipped(m, 1, 2) and not script.flipped(m[:4, :4], 4, 5)
+    m[4, 4], m[5, 5] = 8, 8                              # 13 of 29
+    assert not script.flipped(m, 4, 5)
