@@ -29,14 +29,16 @@ from nnunet_lean.errors import LeanError, exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.tables import markdown_table
 
+DEFAULT_PAIRS = {"airway": ["4,5", "1,2", "2,3"]}
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="airway")
     ap.add_argument("--num-new", type=int, default=100, help="new test cases besides the study's 10")
-    ap.add_argument("--pairs", nargs="*", default=["4,5", "1,2", "2,3"],
-                    help="label pairs whose swapped voxels to count (airway: left/right bronchus, trachea/extension, "
-                         "extension/carina)")
+    ap.add_argument("--pairs", nargs="*", default=None,
+                    help="label pairs whose swapped voxels to count (default for airway: 4,5 1,2 2,3, left/right "
+                         "bronchus, trachea/extension, extension/carina; none otherwise)")
     ap.add_argument("--workdir", default="~/.cache/nnunet-lean/converge")
     ap.add_argument("--precision", default="bf16", help="the study's folder suffix (bf16, fp32, cuda)")
     args = ap.parse_args()
@@ -45,11 +47,24 @@ def main() -> int:
     levels = sorted((p for p in root.glob("E*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:]))
     if not levels:
         raise LeanError(f"no study budgets (E<epochs> folders) in {root}: run scripts/converge.py first")
-    pairs = parse_pairs(args.pairs)
-    out = root / "heldout"
-    step = commands.run_steps(str(out / "logs"), {})
-    raw = out / "raw" / name
+    if not (levels[0] / "budget.json").is_file() or not (levels[0] / "raw" / name / "dataset.json").is_file():
+        raise LeanError(f"{levels[0]} holds no prepared study: run scripts/converge.py --dataset {args.dataset} first")
     budget = json.loads((levels[0] / "budget.json").read_text())
+    labels = set(json.loads((levels[0] / "raw" / name / "dataset.json").read_text())["labels"].values())
+    pairs = parse_pairs(DEFAULT_PAIRS.get(args.dataset, []) if args.pairs is None else args.pairs)
+    if any(a not in labels or b not in labels for a, b in pairs):
+        raise LeanError(f"--pairs must name labels of {name} ({sorted(labels)})")
+    out = root / "heldout"
+    raw = out / "raw" / name
+    if (raw / "labelsTs").is_dir():
+        made = len(list((raw / "labelsTs").iterdir())) - budget["num_test"]
+        if made != args.num_new:
+            raise LeanError(f"{out} was made with --num-new {made}: pass that, or delete {out} to make it anew")
+    finished = [lv for lv in levels for _, plans, trainer, _ in NETWORKS.values()
+                if (runs.fold_folder(lv / "results" / name, trainer, plans, "3d_fullres", 0) / "checkpoint_final.pth").exists()]
+    if not finished:
+        raise LeanError(f"no finished run in {root}: let scripts/converge.py --dataset {args.dataset} train one first")
+    step = commands.run_steps(str(out / "logs"), {})
     if not (raw / "dataset.json").exists():   # -n as the study's, so that case i is the same case in both
         env = commands.nnunet_environment(str(out), str(BIN))
         step(f"dataset_{d}", ["nnunet_lean", "make-dataset", "-d", str(d), "-n", str(budget["num_train"]),
@@ -84,32 +99,51 @@ def main() -> int:
 
 
 def _per_case(summary_json: Path) -> dict:
-    """{label: [Dice of each case, in file order]} of an nnUNetv2_evaluate_folder summary.json."""
+    """{label: [Dice of each case, in file order; None where the label is in neither]} of an
+    nnUNetv2_evaluate_folder summary.json."""
     cases = sorted(json.loads(summary_json.read_text())["metric_per_case"], key=lambda c: c["reference_file"])
-    return {lab: [c["metrics"][lab]["Dice"] for c in cases] for lab in cases[0]["metrics"]}
+    dice = lambda c, lab: None if math.isnan(c["metrics"][lab]["Dice"]) else c["metrics"][lab]["Dice"]
+    return {lab: [dice(c, lab) for c in cases] for lab in cases[0]["metrics"]}
+
+
+def mean(values: list) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.fmean(known):.3f}" if known else "-"
 
 
 def gap(run: list, ref: list) -> str:
     """Mean paired per-case difference in points, +- twice its standard error."""
-    diff = [100 * (a - b) for a, b in zip(run, ref) if not (math.isnan(a) or math.isnan(b))]
+    diff = [100 * (a - b) for a, b in zip(run, ref) if a is not None and b is not None]
+    if not diff:
+        return "-"
     se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
     return f"{statistics.fmean(diff):+.1f} +- {2 * se:.1f}"
+
+
+def reference(r: dict, rows: list) -> dict:
+    """The default of r's budget trained as r was (default_nomirror for lean32_nomirror), else the default."""
+    same = [x for x in rows if x["level"] == r["level"]]
+    suffix = r["key"][r["key"].index("_"):] if "_" in r["key"] else ""
+    return next((x for x in same if x["key"] == "default" + suffix and x is not r), None) or \
+        next((x for x in same if x["key"] == "default"), None)
 
 
 def summarise(rows: list, out: Path, study_test: int, args) -> None:
     table = []
     for r in rows:
-        ref = next((x for x in rows if x["level"] == r["level"] and x["key"] == "default"), None)
+        ref = reference(r, rows)
         labels = sorted(r["per_case"], key=int)
         table.append({"steps": r["steps"], "network": r["network"], "test Dice": f"{r['dice']:.3f}",
-                      "per label": ", ".join(f"{statistics.fmean(r['per_case'][lab]):.3f}" for lab in labels),
-                      "per label - default (points, +- 2 SE)": "-" if ref is None or ref is r else "; ".join(
-                          gap(r["per_case"][lab], ref["per_case"][lab]) for lab in labels),
+                      "per label": ", ".join(mean(r["per_case"][lab]) for lab in labels),
+                      "per label - its default (points, +- 2 SE)": "-" if ref is None or ref is r else
+                      f"vs {ref['key']}: " + "; ".join(gap(r["per_case"][lab], ref["per_case"][lab]) for lab in labels),
                       **{f"voxels swapped {p} (cases flipped)": f"{v:,} ({r['cases_flipped'][p]})"
                          for p, v in r["swapped"].items()}})
     header = (f"{args.dataset}: the convergence study's runs on {study_test + args.num_new} held-out test cases (its {study_test} and "
               f"{args.num_new} new ones, same generator and seed), predicted without mirroring; gaps: mean of the "
-              f"per-case paired differences to the default of the same budget; a case is flipped when more than half "
+              f"per-case paired differences to the default of the same budget trained the same way (default_nomirror "
+              f"for *_nomirror rows), +- twice their standard error (whole-case flips make them heavy-tailed: a rough "
+              f"interval); a case is flipped when more than half "
               f"of a pair's reference voxels got the other label (`python scripts/heldout_dice.py "
               f"--dataset {args.dataset} --num-new {args.num_new}`)")
     text = header + "\n\n" + markdown_table(table) + "\n"

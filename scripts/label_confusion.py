@@ -22,26 +22,34 @@ from nnunet_lean.errors import LeanError, exit_on_error
 def read_segmentation(path: Path) -> np.ndarray:
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     seg, _ = SimpleITKIO().read_seg(str(path))
-    return seg.astype(np.int64).ravel()
+    return seg.astype(np.int64)
+
+
+def check_folders(labels_dir: Path, pred_dirs: list) -> list:
+    """The reference files; LeanError before anything is read if a folder lacks any of them."""
+    if not labels_dir.is_dir():
+        raise LeanError(f"{labels_dir} is not a folder: pass the reference labels folder (e.g. labelsTs) first")
+    refs = sorted(p for p in labels_dir.iterdir() if p.name.endswith(".nii.gz"))
+    if not refs:
+        raise LeanError(f"no .nii.gz segmentations in {labels_dir}: pass the reference labels folder first")
+    for pred_dir in pred_dirs:
+        missing = [p.name for p in refs if not (pred_dir / p.name).is_file()]
+        if missing:
+            raise LeanError(f"{pred_dir} lacks {len(missing)} of {len(refs)} cases (e.g. {missing[0]}): "
+                            "pass the folder nnUNetv2_predict wrote for these cases")
+    return refs
 
 
 def confusion(labels_dir: Path, pred_dir: Path) -> tuple:
     """(matrix summed over cases, {case: matrix}) for every reference file that has a prediction."""
-    refs = sorted(p for p in labels_dir.iterdir() if p.name.endswith(".nii.gz"))
-    if not refs:
-        raise LeanError(f"no .nii.gz segmentations in {labels_dir}: pass the reference labels folder first")
-    missing = [p.name for p in refs if not (pred_dir / p.name).is_file()]
-    if missing:
-        raise LeanError(f"{pred_dir} lacks {len(missing)} of {len(refs)} cases (e.g. {missing[0]}): "
-                        "pass the folder nnUNetv2_predict wrote for these cases")
     per_case = {}
-    for ref in refs:
+    for ref in check_folders(labels_dir, [pred_dir]):
         gt, pr = read_segmentation(ref), read_segmentation(pred_dir / ref.name)
-        if gt.size != pr.size:
-            raise LeanError(f"{pred_dir / ref.name} has {pr.size} voxels, its reference {gt.size}: "
+        if gt.shape != pr.shape:
+            raise LeanError(f"{pred_dir / ref.name} has shape {pr.shape}, its reference {gt.shape}: "
                             "pass predictions of these very cases at their original resolution")
         n = int(max(gt.max(), pr.max())) + 1
-        per_case[ref.name] = np.bincount(gt * n + pr, minlength=n * n).reshape(n, n)
+        per_case[ref.name] = np.bincount((gt * n + pr).ravel(), minlength=n * n).reshape(n, n)
     n = max(m.shape[0] for m in per_case.values())
     total = np.zeros((n, n), np.int64)
     for m in per_case.values():
@@ -62,10 +70,17 @@ def flipped(m: np.ndarray, a: int, b: int) -> bool:
 
 
 def parse_pairs(pairs: list) -> list:
-    try:
-        return [tuple(int(x) for x in p.split(",")) for p in pairs]
-    except ValueError:
-        raise LeanError(f"--pairs takes label pairs like 4,5 (got {' '.join(pairs)})")
+    """"a,b" strings as (a, b): two different labels >= 0; LeanError otherwise."""
+    parsed = []
+    for p in pairs:
+        try:
+            a, b = (int(x) for x in p.split(","))
+        except ValueError:
+            a = b = -1
+        if a < 0 or b < 0 or a == b:
+            raise LeanError(f"--pairs takes pairs of two different labels like 4,5 (got {p!r})")
+        parsed.append((a, b))
+    return parsed
 
 
 def main() -> int:
@@ -75,6 +90,7 @@ def main() -> int:
     ap.add_argument("--pairs", nargs="*", default=[], help="label pairs a,b whose swapped voxels to list per case")
     args = ap.parse_args()
     pairs = parse_pairs(args.pairs)
+    check_folders(args.labels_dir, args.pred_dirs)
     for pred_dir in args.pred_dirs:
         total, per_case = confusion(args.labels_dir, pred_dir)
         total[0, 0] = 0

@@ -239,8 +239,19 @@ def test_label_confusion_counts_swapped_voxels_per_case_and_refuses_a_folder_mis
 def test_heldout_gaps_are_paired_per_case_differences_with_twice_their_standard_error(monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPTS))   # heldout_dice imports converge and label_confusion
     script = _script("heldout_dice")
-    # differences +1, +3 points: mean +2, sd sqrt(2), se 1, 2 se 2; a case where a label is absent is left out
-    assert script.gap([0.91, 0.93, float("nan")], [0.90, 0.90, 0.5]) == "+2.0 +- 2.0"
+    # paired differences +1, +2 points: mean +1.5, sd 0.71, se 0.5 (unpaired it would be +- 5.0); a case without
+    # the label (None) is left out
+    assert script.gap([0.91, 0.95, None], [0.90, 0.93, 0.5]) == "+1.5 +- 1.0"
+    rows = [{"level": "E80", "key": k} for k in ("default", "lean32", "default_nomirror", "lean32_nomirror",
+                                                  "default_sgd")]
+    refs = {r["key"]: script.reference(r, rows)["key"] for r in rows}
+    assert refs == {"default": "default", "lean32": "default", "default_nomirror": "default",
+                    "lean32_nomirror": "default_nomirror", "default_sgd": "default"}
+    import pytest
+    from nnunet_lean.errors import LeanError
+    for bad in (["4"], ["4,5,6"], ["-1,5"], ["4,4"], ["a,b"]):
+        with pytest.raises(LeanError, match="two different labels"):
+            script.parse_pairs(bad)
 
 
 def test_the_left_right_control_trains_the_lean_recipe_without_mirroring():
@@ -264,7 +275,10 @@ def test_a_case_is_flipped_when_more_than_half_of_a_pairs_voxels_got_the_other_l
     import numpy as np
     script = _script("label_confusion")
     m = np.zeros((6, 6), int)
-    m[4, 4], m[4, 5], m[5, 5], m[5, 4] = 3, 7, 4, 6     # 13 of 20 swapped
+    m[4, 4], m[4, 5], m[5, 5], m[5, 4] = 3, 7, 4, 6     # 13 of 20 reference voxels swapped
     assert script.flipped(m, 4, 5) and not script.flipped(m, 1, 2) and not script.flipped(m[:4, :4], 4, 5)
-    m[4, 4], m[5, 5] = 8, 8                              # 13 of 29
+    m[4, 0] = 6                  # 13 of 26: reference voxels count (rows), also those predicted as background
     assert not script.flipped(m, 4, 5)
+    m[0, 4] = 50                 # background predicted as a bronchus (a column) does not count
+    m[4, 0] = 5                  # 13 of 25
+    assert script.flipped(m, 4, 5)
