@@ -60,8 +60,10 @@ def main() -> int:
         made = len(list((raw / "labelsTs").iterdir())) - budget["num_test"]
         if made != args.num_new:
             raise LeanError(f"{out} was made with --num-new {made}: pass that, or delete {out} to make it anew")
-    finished = [lv for lv in levels for _, plans, trainer, _ in NETWORKS.values()
-                if (runs.fold_folder(lv / "results" / name, trainer, plans, "3d_fullres", 0) / "checkpoint_final.pth").exists()]
+    finished = [(level, key, label, plans, trainer) for level in levels
+                for key, (label, plans, trainer, _) in NETWORKS.items()
+                if (runs.fold_folder(level / "results" / name, trainer, plans, "3d_fullres", 0)
+                    / "checkpoint_final.pth").exists()]
     if not finished:
         raise LeanError(f"no finished run in {root}: let scripts/converge.py --dataset {args.dataset} train one first")
     step = commands.run_steps(str(out / "logs"), {})
@@ -70,30 +72,25 @@ def main() -> int:
         step(f"dataset_{d}", ["nnunet_lean", "make-dataset", "-d", str(d), "-n", str(budget["num_train"]),
                               "--num-test", str(budget["num_test"] + args.num_new), *make], env)
     rows = []
-    for level in levels:
+    for level, key, label, plans, trainer in finished:
         env = dict(commands.nnunet_environment(str(level), str(BIN)), nnUNet_extTrainer=str(TRAINERS))
-        results = level / "results" / name
-        for key, (label, plans, trainer, _) in NETWORKS.items():
-            fold = runs.fold_folder(results, trainer, plans, "3d_fullres", 0)
-            if not (fold / "checkpoint_final.pth").exists():
-                continue
-            tag = f"{trainer}_{plans}_f0"
-            pred = out / "predictions" / level.name / tag
-            if not (pred / "summary.json").exists():
-                step(f"predict_{level.name}_{tag}", [
-                    "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(d), "-c", "3d_fullres",
-                    "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
-                    "--disable_tta"], env)
-                step(f"evaluate_{level.name}_{tag}", [
-                    "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(raw / "dataset.json"),
-                    "-pfile", str(level / "preprocessed" / name / f"{plans}.json"), "-np", "1"], env)
-            total, per_case = confusion(raw / "labelsTs", pred)
-            rows.append({"level": level.name, "key": key, "network": label,
-                         "steps": int(level.name[1:]) * budget["iters"],
-                         "per_case": _per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
-                         "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
-                         "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values())
-                                           for a, b in pairs}})
+        tag = f"{trainer}_{plans}_f0"
+        pred = out / "predictions" / level.name / tag
+        if not (pred / "summary.json").exists():
+            step(f"predict_{level.name}_{tag}", [
+                "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(d), "-c", "3d_fullres",
+                "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+                "--disable_tta"], env)
+            step(f"evaluate_{level.name}_{tag}", [
+                "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(raw / "dataset.json"),
+                "-pfile", str(level / "preprocessed" / name / f"{plans}.json"), "-np", "1"], env)
+        total, per_case = confusion(raw / "labelsTs", pred)
+        rows.append({"level": level.name, "key": key, "network": label,
+                     "steps": int(level.name[1:]) * budget["iters"],
+                     "per_case": _per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
+                     "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
+                     "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values())
+                                       for a, b in pairs}})
     summarise(rows, out, budget["num_test"], args)
     return 0
 
