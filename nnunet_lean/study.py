@@ -164,19 +164,29 @@ class Study:
         return ["nnUNetv2_train", str(dataset_id), "3d_fullres", str(fold), "-tr", trainer, "-p", plans,
                 "-device", self.device, *resume]
 
+    def test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int, raw: Path, pred: Path,
+             prefix: str = "") -> None:
+        """Predict ``raw``/imagesTs with one trained fold (stock nnUNetv2_predict, no mirroring) into ``pred`` and
+        evaluate it against ``raw``/labelsTs (``raw``: the study's raw dataset, or another one with the same
+        labels); skipped where ``pred``/summary.json exists. ``prefix`` starts the steps' log names."""
+        if (pred / "summary.json").exists():
+            return
+        d, tag = str(dataset_id), self._run(name, plans, trainer, fold)[1]
+        self.step(f"{prefix}predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred),
+                                                 "-d", d, "-c", "3d_fullres", "-tr", trainer, "-p", plans,
+                                                 "-f", str(fold), "-device", self.device, "-npp", "1", "-nps", "1",
+                                                 "--disable_tta"])
+        self.evaluate(f"{prefix}evaluate_{d}_{tag}", name, plans, raw / "labelsTs", pred)
+
     def train_and_test(self, dataset_id: int, name: str, plans: str, trainer: str, fold: int) -> dict:
         """Train one fold (stock nnUNetv2_train), predict the test cases, evaluate them; the Dice of each
         deep-supervision output on the fold's validation cases and on its training cases."""
-        raw, pre, _ = self.folders(name)
+        raw = self.folders(name)[0]
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
         if not (fold_dir / "validation" / "summary.json").exists():
             self.step(f"train_{d}_{tag}", self.train_command(dataset_id, name, plans, trainer, fold), self.train_env)
-        if not (pred / "summary.json").exists():
-            self.step(f"predict_{d}_{tag}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", d,
-                                         "-c", "3d_fullres", "-tr", trainer, "-p", plans, "-f", str(fold),
-                                         "-device", self.device, "-npp", "1", "-nps", "1", "--disable_tta"])
-            self.evaluate(f"evaluate_{d}_{tag}", name, plans, raw / "labelsTs", pred)
+        self.test(dataset_id, name, plans, trainer, fold, raw, pred)
         for step, cases, out in (("deep_supervision_dice", "val", DEEP_SUPERVISION_JSON),
                                  ("training_dice", "train", TRAINING_DICE_JSON)):
             if not (pred / out).exists():

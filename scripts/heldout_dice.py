@@ -26,6 +26,7 @@ from converge import BIN, DATASETS, NETWORKS, TRAINERS
 from label_confusion import confusion, flipped, parse_pairs, swapped
 from nnunet_lean import commands, runs
 from nnunet_lean.errors import LeanError, exit_on_error
+from nnunet_lean.study import Study
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.tables import markdown_table
 
@@ -73,17 +74,10 @@ def main() -> int:
                               "--num-test", str(budget["num_test"] + args.num_new), *make], env)
     rows = []
     for level, key, label, plans, trainer in finished:
-        env = dict(commands.nnunet_environment(str(level), str(BIN)), nnUNet_extTrainer=str(TRAINERS))
-        tag = f"{trainer}_{plans}_f0"
-        pred = out / "predictions" / level.name / tag
-        if not (pred / "summary.json").exists():
-            step(f"predict_{level.name}_{tag}", [
-                "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(d), "-c", "3d_fullres",
-                "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
-                "--disable_tta"], env)
-            step(f"evaluate_{level.name}_{tag}", [
-                "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(raw / "dataset.json"),
-                "-pfile", str(level / "preprocessed" / name / f"{plans}.json"), "-np", "1"], env)
+        study = Study(str(level), str(BIN), str(TRAINERS), json.loads((level / "budget.json").read_text()),
+                      create=False)
+        pred = out / "predictions" / level.name / f"{trainer}_{plans}_f0"
+        study.test(d, name, plans, trainer, 0, raw, pred, prefix="heldout_")
         total, per_case = confusion(raw / "labelsTs", pred)
         rows.append({"level": level.name, "key": key, "network": label,
                      "steps": int(level.name[1:]) * budget["iters"],

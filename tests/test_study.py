@@ -131,3 +131,23 @@ def test_a_run_cut_off_in_its_final_validation_is_validated_and_cut_off_preproce
     steps.clear()
     study.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)
     assert "nnUNetv2_train" not in [c[0] for c in steps]
+
+
+def test_a_trained_run_tests_on_another_raw_dataset_with_its_own_fold_and_the_studys_plans(tmp_path):
+    study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
+    steps = []
+    study.step = lambda name, cmd, env=None: steps.append((name, cmd))
+    other, pred = tmp_path / "heldout" / "raw" / "Dataset980_X", tmp_path / "heldout" / "pred"
+    study.test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2, other, pred, prefix="heldout_")
+    (name, predict), (ename, evaluate) = steps
+    assert (name, ename) == ("heldout_predict_980_nnUNetTrainerBudget_UnetNf4_f2",
+                             "heldout_evaluate_980_nnUNetTrainerBudget_UnetNf4_f2")
+    assert predict[predict.index("-i") + 1] == str(other / "imagesTs") and predict[predict.index("-f") + 1] == "2"
+    assert predict[predict.index("-o") + 1] == str(pred) and "--disable_tta" in predict
+    assert evaluate[1:3] == [str(other / "labelsTs"), str(pred)]
+    assert evaluate[evaluate.index("-pfile") + 1] == str(study.folders("Dataset980_X")[1] / "UnetNf4.json")
+    pred.mkdir(parents=True)
+    (pred / "summary.json").write_text("{}")
+    steps.clear()
+    study.test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2, other, pred)
+    assert steps == []
