@@ -8,7 +8,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from nnunet_lean.measure.phases import EpochPhases
-from nnunet_lean.precision import CPU_BF16_ENV, PrecisionError, autocast_training_forward
+from nnunet_lean.precision import CPU_BF16_ENV, autocast_training_forward
 from nnunet_lean.pruning.trainer import (nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
                                          nnUNetTrainerSTAMP, nnUNetTrainerSTAMPActivation)
 from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
@@ -28,7 +28,8 @@ class BudgetSchedule(EpochPhases):
     30 % to 85 % of the epochs, as many channels per step as reach 25 % of the channels left.
     A run resumed after an interruption goes on from its last 5-epoch checkpoint.
     NNUNET_LEAN_CPU_BF16=1 (a Study with budget precision bf16 sets it): training steps on a CPU run under
-    bf16 autocast (nnunet_lean.precision); not for pruning runs, whose surgery rebuilds the network.
+    bf16 autocast (nnunet_lean.precision), pruning runs too (their ranking passes of the "conv" point as well:
+    train mode; the norms are taken in fp32).
     NNUNET_LEAN_PAUSE_FILE: while that file exists the run holds before its next epoch begins.
     Each epoch logs where its time went (nnunet_lean.measure.phases: batches waited for, steps)."""
 
@@ -50,11 +51,24 @@ class BudgetSchedule(EpochPhases):
             total = sum(self.pruning_state["initial_widths"].values())
             steps = self.prune_stop_epoch - self.prune_start_epoch
             self.prune_channels_per_step = max(1, math.ceil(0.75 * total / steps))
-        if os.environ.get(CPU_BF16_ENV) == "1" and self.device.type == "cpu":
-            if hasattr(self, "pruning_state"):
-                raise PrecisionError(f"pruning runs train in fp32: unset {CPU_BF16_ENV}")
-            autocast_training_forward(self.network)
+        if self.bf16_steps():
+            autocast_training_forward(self._bf16_network())
             self.print_to_log_file(f"training steps under bf16 autocast on the CPU ({CPU_BF16_ENV}=1)")
+
+    def bf16_steps(self) -> bool:
+        return os.environ.get(CPU_BF16_ENV) == "1" and self.device.type == "cpu"
+
+    def _bf16_network(self) -> torch.nn.Module:
+        """The module whose forward the bf16 wrapper replaces: a pruning run's raw network, which its surgery
+        reshapes in place (nnU-Net compiles nothing on a CPU)."""
+        return self.raw_network() if hasattr(self, "raw_network") else self.network
+
+    def rebuild_after_surgery(self) -> None:
+        """(pruning runs only) the wrapper again after each surgery: idempotent, and it keeps the steps in bf16
+        should a rebuild ever hand back a new module."""
+        super().rebuild_after_surgery()
+        if self.bf16_steps():
+            autocast_training_forward(self._bf16_network())
 
     def on_epoch_start(self):
         wait_while_paused(self.print_to_log_file)  # before nnU-Net logs the epoch's start timestamp

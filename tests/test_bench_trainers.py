@@ -1,0 +1,58 @@
+"""The studies' budget trainers (scripts/bench_trainers) in the precision a study trains them."""
+import json
+from pathlib import Path
+
+import pytest
+
+
+BF16_PRUNE_STEP = """
+import json, os, sys, torch
+sys.path.insert(0, os.environ["nnUNet_extTrainer"])
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunet_lean_bench_trainers import nnUNetTrainerSTAMPBudget
+folder = os.path.join(nnUNet_preprocessed, [d for d in os.listdir(nnUNet_preprocessed) if d.startswith("Dataset501_")][0])
+plans = dict(json.load(open(os.path.join(folder, "nnUNetPlans.json"))), continue_training=False)
+t = nnUNetTrainerSTAMPBudget(plans, "3d_fullres", 0, json.load(open(os.path.join(folder, "dataset.json"))),
+                             torch.device("cpu"))
+t.initialize()
+t.importance_batches, t.prune_channels_per_step, t.current_epoch = 2, 5, 9
+patch = t.configuration_manager.patch_size
+t.dataloader_train = iter(lambda: {"data": torch.randn(2, 1, *patch)}, None)
+net = t.raw_network()
+before = sum(net.widths().values())
+ranked = []   # the dtype each conv hands the ranking hooks
+for m in net.modules():
+    if isinstance(m, torch.nn.Conv3d):
+        m.register_forward_hook(lambda m, i, o: ranked.append(str(o.dtype)))
+t.prune_step()
+seen, ranked_dtypes = [], sorted(set(ranked))
+for m in net.modules():   # the surgery made new convs: hook those
+    if isinstance(m, torch.nn.Conv3d):
+        m.register_forward_hook(lambda m, i, o: seen.append(str(o.dtype)))
+t.network.train()
+out = t.network(torch.randn(2, 1, *patch))
+sum(o.mean() for o in out).backward()
+train = sorted(set(seen)); seen.clear()
+t.network.eval()
+with torch.no_grad():
+    t.network(torch.randn(1, 1, *patch))
+print("RESULT" + json.dumps({"channels": [before, sum(net.widths().values())], "ranked": ranked_dtypes,
+      "train": train, "eval": sorted(set(seen)), "out": sorted({str(o.dtype) for o in out}),
+      "grads": all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad),
+      "optimizer_on_new_params": t.optimizer.param_groups[0]["params"][0] is next(net.parameters())}))
+"""
+
+
+def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo, tmp_path):
+    """The paper study in bf16 (reproduce_lunet.py --precision bf16) trains its pruning runs with bf16 steps: the
+    ranking passes and the training steps after a surgery run the convs in bf16; eval calls and weights stay fp32."""
+    from nnunet_lean.precision import cpu_has_native_bf16
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16: the studies train in fp32 here")
+    bench = str(Path(__file__).resolve().parents[1] / "scripts" / "bench_trainers")
+    proc = hippo.python(BF16_PRUNE_STEP, extra_env={"NNUNET_LEAN_CPU_BF16": "1", "nnUNet_extTrainer": bench,
+                                                    "nnUNet_results": str(tmp_path)})
+    r = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert r["channels"][1] == r["channels"][0] - 5
+    assert r["ranked"] == r["train"] == ["torch.bfloat16"] and r["eval"] == r["out"] == ["torch.float32"]
+    assert r["grads"] and r["optimizer_on_new_params"]
