@@ -8,6 +8,7 @@ pseudo-Dice per epoch and its EMA). Every command of ours that reads a run goes 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,4 +238,13 @@ def summary_dice(summary_json: Union[str, Path]) -> Tuple[float, Dict[str, float
 
 def foreground_dice(summary_json: Union[str, Path]) -> float:
     return summary_dice(summary_json)[0]
+
+
+def summary_dice_per_case(summary_json: Union[str, Path]) -> Dict[str, List[Optional[float]]]:
+    """{label: [Dice of each case, cases in reference-file order; None where the label is in neither the
+    reference nor the prediction (nnU-Net writes NaN)]} of an nnUNetv2_evaluate_folder summary.json."""
+    with open(summary_json) as f:
+        cases = sorted(json.load(f)["metric_per_case"], key=lambda c: c["reference_file"])
+    return {label: [None if math.isnan(c["metrics"][label]["Dice"]) else c["metrics"][label]["Dice"]
+                    for c in cases] for label in (cases[0]["metrics"] if cases else {})}
 

@@ -81,20 +81,12 @@ def main() -> int:
         total, per_case = confusion(raw / "labelsTs", pred)
         rows.append({"level": level.name, "key": key, "network": label,
                      "steps": int(level.name[1:]) * budget["iters"],
-                     "per_case": _per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
+                     "per_case": runs.summary_dice_per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
                      "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
                      "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values())
                                        for a, b in pairs}})
     summarise(rows, out, budget["num_test"], args)
     return 0
-
-
-def _per_case(summary_json: Path) -> dict:
-    """{label: [Dice of each case, in file order; None where the label is in neither]} of an
-    nnUNetv2_evaluate_folder summary.json."""
-    cases = sorted(json.loads(summary_json.read_text())["metric_per_case"], key=lambda c: c["reference_file"])
-    dice = lambda c, lab: None if math.isnan(c["metrics"][lab]["Dice"]) else c["metrics"][lab]["Dice"]
-    return {lab: [dice(c, lab) for c in cases] for lab in cases[0]["metrics"]}
 
 
 def mean(values: list) -> str:

@@ -44,3 +44,16 @@ def test_a_legacy_sidecar_is_read_and_wrong_folders_are_refused(tmp_path):
         TrainedFold.open(tmp_path / "fold_9")
     with pytest.raises(RunError, match="no pruning_history.json"):
         run.pruning_history()
+
+
+def test_per_case_dice_of_an_evaluated_folder_follows_the_reference_files_and_maps_nan_to_none(tmp_path):
+    import json
+    from nnunet_lean.runs import summary_dice, summary_dice_per_case
+    case = lambda name, d1, d2: {"reference_file": f"/gt/{name}.nii.gz", "prediction_file": f"/p/{name}.nii.gz",
+                                 "metrics": {"1": {"Dice": d1}, "2": {"Dice": d2}}}
+    summary = {"foreground_mean": {"Dice": 0.7}, "mean": {"1": {"Dice": 0.8}, "2": {"Dice": 0.6}},
+               "metric_per_case": [case("c_002", 0.9, float("nan")), case("c_001", 0.7, 0.6)]}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))   # json writes NaN as nnU-Net's evaluation does
+    assert summary_dice_per_case(path) == {"1": [0.7, 0.9], "2": [0.6, None]}
+    assert summary_dice(path) == (0.7, {"1": 0.8, "2": 0.6})
