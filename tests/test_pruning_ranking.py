@@ -21,6 +21,22 @@ def test_stamp_takes_the_global_minimum_and_never_empties_a_unit():
     assert ranking.stamp_picks(scores, 2) == [("a", 1), ("c", 1)]  # b has a single channel
 
 
+def test_a_width_floor_holds_for_every_strategy_and_leaves_picks_short_when_only_floored_units_remain():
+    scores = {"a": torch.tensor([0.9, 0.05, 0.04]), "b": torch.tensor([0.01, 0.02]), "c": torch.tensor([0.5, 0.2, 0.3, 0.6])}
+    widths = {n: len(v) for n, v in scores.items()}
+    assert ranking.choose("stamp", scores, widths, 3, np.random.default_rng(0)) == [("b", 0), ("a", 2), ("a", 1)]
+    assert ranking.choose("stamp", scores, widths, 3, np.random.default_rng(0), min_channels=2) == \
+        [("a", 2), ("c", 1), ("c", 2)]   # b stays at 2; a loses one, not two
+    for strategy in ("stamp", "random_stamp_block", "random_widest"):
+        for seed in range(5):
+            picks = ranking.choose(strategy, scores, widths, 9, np.random.default_rng(seed), min_channels=2)
+            left = {n: w - sum(1 for u, _ in picks if u == n) for n, w in widths.items()}
+            assert min(left.values()) >= 2 and len(set(picks)) == len(picks), (strategy, picks)
+    assert len(ranking.choose("stamp", scores, widths, 9, np.random.default_rng(0), min_channels=2)) == 3
+    with pytest.raises(ValueError, match="min_channels must be >= 1"):
+        ranking.choose("stamp", scores, widths, 1, np.random.default_rng(0), min_channels=0)
+
+
 def test_dropout_probabilities_follow_the_reverse_rank():
     scores = {"important": torch.tensor([0.9, 0.8]), "middling": torch.tensor([0.5, 0.4]),
               "prunable": torch.tensor([0.1, 0.2])}

@@ -62,27 +62,29 @@ def normalise(importance: Mapping[str, torch.Tensor]) -> Importance:
     return {n: v / v.norm().clamp_min(1e-12) for n, v in importance.items()}
 
 
-def stamp_picks(scores: Mapping[str, torch.Tensor], k: int) -> List[Pick]:
-    """The k globally lowest-scoring channels, never emptying a unit."""
+def stamp_picks(scores: Mapping[str, torch.Tensor], k: int, min_channels: int = 1) -> List[Pick]:
+    """The k globally lowest-scoring channels, never taking a unit below ``min_channels`` (>= 1)."""
     flat = sorted((float(v), n, c) for n, vec in scores.items() for c, v in enumerate(vec.tolist()))
     left = {n: len(vec) for n, vec in scores.items()}
     picks: List[Pick] = []
     for _, n, c in flat:
         if len(picks) == k:
             break
-        if left[n] > 1:
+        if left[n] > min_channels:
             picks.append((n, c))
             left[n] -= 1
     return picks
 
 
-def random_picks_in(units: List[str], widths: Mapping[str, int], rng: np.random.Generator) -> List[Pick]:
-    """One random channel in each listed unit (a unit listed twice loses two distinct channels)."""
+def random_picks_in(units: List[str], widths: Mapping[str, int], rng: np.random.Generator,
+                    min_channels: int = 1) -> List[Pick]:
+    """One random channel in each listed unit (a unit listed twice loses two distinct channels), never
+    taking a unit below ``min_channels``."""
     taken: Dict[str, set] = {}
     picks: List[Pick] = []
     for n in units:
         free = [c for c in range(widths[n]) if c not in taken.setdefault(n, set())]
-        if len(free) <= 1:  # keep >= 1 channel
+        if len(free) <= min_channels:
             continue
         c = int(rng.choice(free))
         taken[n].add(c)
@@ -90,28 +92,33 @@ def random_picks_in(units: List[str], widths: Mapping[str, int], rng: np.random.
     return picks
 
 
-def widest_picks(widths: Mapping[str, int], k: int, rng: np.random.Generator) -> List[Pick]:
-    """k times: a random channel of the currently widest unit (ties broken at random)."""
+def widest_picks(widths: Mapping[str, int], k: int, rng: np.random.Generator, min_channels: int = 1) -> List[Pick]:
+    """k times: a random channel of the currently widest unit (ties broken at random), while that unit has more
+    than ``min_channels``."""
     w = dict(widths)
     order: List[str] = []
     for _ in range(k):
         top = max(w.values())
-        if top <= 1:
+        if top <= min_channels:
             break
         n = str(rng.choice(sorted(u for u, v in w.items() if v == top)))
         order.append(n)
         w[n] -= 1
-    return random_picks_in(order, widths, rng)
+    return random_picks_in(order, widths, rng, min_channels)
 
 
 def choose(strategy: str, scores: Mapping[str, torch.Tensor], widths: Mapping[str, int], k: int,
-           rng: np.random.Generator) -> List[Pick]:
+           rng: np.random.Generator, min_channels: int = 1) -> List[Pick]:
+    """Up to k (unit, channel) picks of ``strategy``; no unit goes below ``min_channels`` (fewer picks when
+    every candidate is at that floor)."""
+    if min_channels < 1:
+        raise ValueError(f"min_channels must be >= 1 (a unit keeps a channel), got {min_channels}")
     if strategy == "stamp":
-        return stamp_picks(scores, k)
+        return stamp_picks(scores, k, min_channels)
     if strategy == "random_stamp_block":
-        return random_picks_in([n for n, _ in stamp_picks(scores, k)], widths, rng)
+        return random_picks_in([n for n, _ in stamp_picks(scores, k, min_channels)], widths, rng, min_channels)
     if strategy == "random_widest":
-        return widest_picks(widths, k, rng)
+        return widest_picks(widths, k, rng, min_channels)
     raise ValueError(f"unknown pruning strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
 
 

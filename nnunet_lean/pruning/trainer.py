@@ -100,6 +100,7 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_target_channel_fraction: Optional[float] = 0.25   # stop when this fraction remains
     prune_target_param_fraction: Optional[float] = None
     prune_stop_epoch: Optional[int] = None   # None: until the target, leaving >= prune_every recovery epochs
+    prune_min_channels = 1              # no unit goes below this width
     importance_batches = 10
     dropout_p_max = 0.1
     dropout_p_init = 0.005
@@ -228,7 +229,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         rng = np.random.default_rng()
         rng.bit_generator.state = st["rng"]
         picks = decide_on_rank0(lambda: ranking.choose(self.prune_strategy, scores, widths,
-                                                       self.prune_channels_per_step, rng))
+                                                       self.prune_channels_per_step, rng,
+                                                       self.prune_min_channels))
         st["rng"] = rng.bit_generator.state
         net.remove_picks(picks)
         st["dropout"] = ranking.dropout_probabilities(ranking.without(scores, picks), self.dropout_p_max)

@@ -98,6 +98,11 @@ class nnUNetTrainerSTAMPActivationBudget(BudgetSchedule, nnUNetTrainerSTAMPActiv
     pass
 
 
+class nnUNetTrainerSTAMPMin2Budget(nnUNetTrainerSTAMPBudget):
+    """The pruning-collapse control (docs/learning.md): STAMP whose units keep at least 2 channels."""
+    prune_min_channels = 2
+
+
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
     pass
 
