@@ -100,7 +100,7 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_target_channel_fraction: Optional[float] = 0.25   # stop when this fraction remains
     prune_target_param_fraction: Optional[float] = None
     prune_stop_epoch: Optional[int] = None   # None: until the target, leaving >= prune_every recovery epochs
-    prune_min_channels = 1              # no unit goes below this width
+    prune_min_channels = 2              # no unit goes below this width (1: STAMP's reference; docs/learning.md)
     importance_batches = 10
     dropout_p_max = 0.1
     dropout_p_init = 0.005

@@ -98,9 +98,10 @@ class nnUNetTrainerSTAMPActivationBudget(BudgetSchedule, nnUNetTrainerSTAMPActiv
     pass
 
 
-class nnUNetTrainerSTAMPMin2Budget(nnUNetTrainerSTAMPBudget):
-    """The pruning-collapse control (docs/learning.md): STAMP whose units keep at least 2 channels."""
-    prune_min_channels = 2
+class nnUNetTrainerSTAMPMin1Budget(nnUNetTrainerSTAMPBudget):
+    """The pruning-collapse control (docs/learning.md): STAMP whose units may go down to 1 channel, as STAMP's
+    reference (and our trainers until 2026-12-01) prune."""
+    prune_min_channels = 1
 
 
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
