@@ -1,4 +1,4 @@
-"""The studies' budget trainers (scripts/bench_trainers) in the precision a study trains them."""
+"""The studies' budget trainers (scripts/bench_trainers): bf16 steps in a pruning run, and the pruning width floor."""
 import json
 from pathlib import Path
 
@@ -36,16 +36,20 @@ train = sorted(set(seen)); seen.clear()
 t.network.eval()
 with torch.no_grad():
     t.network(torch.randn(1, 1, *patch))
-print("RESULT" + json.dumps({"channels": [before, sum(net.widths().values())], "ranked": ranked_dtypes,
-      "train": train, "eval": sorted(set(seen)), "out": sorted({str(o.dtype) for o in out}),
-      "grads": all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad),
-      "optimizer_on_new_params": t.optimizer.param_groups[0]["params"][0] is next(net.parameters())}))
+r = {"channels": [before, sum(net.widths().values())], "ranked": ranked_dtypes, "train": train,
+     "eval": sorted(set(seen)), "out": sorted({str(o.dtype) for o in out}),
+     "grads": all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad),
+     "optimizer_on_new_params": t.optimizer.param_groups[0]["params"][0] is next(net.parameters())}
+t.prune_channels_per_step, t.current_epoch = 10 ** 6, 10   # a step that takes all it may: down to the floor
+t.prune_step()
+print("RESULT" + json.dumps(dict(r, floor=min(net.widths().values()))))
 """
 
 
 def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo, tmp_path):
     """The paper study in bf16 (reproduce_lunet.py --precision bf16) trains its pruning runs with bf16 steps: the
-    ranking passes and the training steps after a surgery run the convs in bf16; eval calls and weights stay fp32."""
+    ranking passes and the training steps after a surgery run the convs in bf16; eval calls and weights stay fp32.
+    A step asked for every channel stops at the trainers' width floor."""
     from nnunet_lean.precision import cpu_has_native_bf16
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16: the studies train in fp32 here")
@@ -56,3 +60,4 @@ def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo,
     assert r["channels"][1] == r["channels"][0] - 5
     assert r["ranked"] == r["train"] == ["torch.bfloat16"] and r["eval"] == r["out"] == ["torch.float32"]
     assert r["grads"] and r["optimizer_on_new_params"]
+    assert r["floor"] == 2   # prune_min_channels: the pruning trainers never cut a unit below two channels
