@@ -247,4 +247,3 @@ def summary_dice_per_case(summary_json: Union[str, Path]) -> Dict[str, List[Opti
         cases = sorted(json.load(f)["metric_per_case"], key=lambda c: c["reference_file"])
     return {label: [None if math.isnan(c["metrics"][label]["Dice"]) else c["metrics"][label]["Dice"]
                     for c in cases] for label in (cases[0]["metrics"] if cases else {})}
-
