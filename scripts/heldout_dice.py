@@ -72,16 +72,17 @@ def main() -> int:
         env = commands.nnunet_environment(str(out), str(BIN))
         step(f"dataset_{d}", ["nnunet_lean", "make-dataset", "-d", str(d), "-n", str(budget["num_train"]),
                               "--num-test", str(budget["num_test"] + args.num_new), *make], env)
+    studies = {level: Study(str(level), str(BIN), str(TRAINERS), json.loads((level / "budget.json").read_text()),
+                            create=False) for level in dict.fromkeys(level for level, *_ in finished)}
     rows = []
     for level, key, label, plans, trainer in finished:
-        study = Study(str(level), str(BIN), str(TRAINERS), json.loads((level / "budget.json").read_text()),
-                      create=False)
         pred = out / "predictions" / level.name / f"{trainer}_{plans}_f0"
-        study.test(d, name, plans, trainer, 0, raw, pred, prefix="heldout_")
+        studies[level].test(d, name, plans, trainer, 0, raw, pred, prefix="heldout_")
         total, per_case = confusion(raw / "labelsTs", pred)
         rows.append({"level": level.name, "key": key, "network": label,
                      "steps": int(level.name[1:]) * budget["iters"],
-                     "per_case": runs.summary_dice_per_case(pred / "summary.json"), "dice": runs.summary_dice(pred / "summary.json")[0],
+                     "per_case": runs.summary_dice_per_case(pred / "summary.json"),
+                     "dice": runs.summary_dice(pred / "summary.json")[0],
                      "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
                      "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values())
                                        for a, b in pairs}})

@@ -51,24 +51,11 @@ class BudgetSchedule(EpochPhases):
             total = sum(self.pruning_state["initial_widths"].values())
             steps = self.prune_stop_epoch - self.prune_start_epoch
             self.prune_channels_per_step = max(1, math.ceil(0.75 * total / steps))
-        if self.bf16_steps():
-            autocast_training_forward(self._bf16_network())
+        if os.environ.get(CPU_BF16_ENV) == "1" and self.device.type == "cpu":
+            # a pruning run's surgery reshapes its raw network in place (nnU-Net compiles nothing on a CPU), so the
+            # wrapper on that module holds across steps (test_bench_trainers)
+            autocast_training_forward(self.raw_network() if hasattr(self, "raw_network") else self.network)
             self.print_to_log_file(f"training steps under bf16 autocast on the CPU ({CPU_BF16_ENV}=1)")
-
-    def bf16_steps(self) -> bool:
-        return os.environ.get(CPU_BF16_ENV) == "1" and self.device.type == "cpu"
-
-    def _bf16_network(self) -> torch.nn.Module:
-        """The module whose forward the bf16 wrapper replaces: a pruning run's raw network, which its surgery
-        reshapes in place (nnU-Net compiles nothing on a CPU)."""
-        return self.raw_network() if hasattr(self, "raw_network") else self.network
-
-    def rebuild_after_surgery(self) -> None:
-        """(pruning runs only) the wrapper again after each surgery: idempotent, and it keeps the steps in bf16
-        should a rebuild ever hand back a new module."""
-        super().rebuild_after_surgery()
-        if self.bf16_steps():
-            autocast_training_forward(self._bf16_network())
 
     def on_epoch_start(self):
         wait_while_paused(self.print_to_log_file)  # before nnU-Net logs the epoch's start timestamp
