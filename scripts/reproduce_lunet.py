@@ -21,10 +21,12 @@ import argparse
 import os
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
-from nnunet_lean.errors import exit_on_error
+from nnunet_lean.errors import RunError, exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
+from nnunet_lean.pruning.state import read_history
 from nnunet_lean.study import Study, training_steps_text
 from nnunet_lean.tables import markdown_table
 
@@ -176,10 +178,23 @@ def by_variant(runs: list) -> dict:
 def per_run_rows(by: dict) -> list:
     """One row a run of ``by_variant``: what its outputs at each resolution learned."""
     return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
-             "test Dice": f"{r['dice']:.3f}",
+             "test Dice": f"{r['dice']:.3f}", "units' widths after pruning, min-max": pruned_widths(r),
              "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
                  f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
             for rs in by.values() for r in rs]
+
+
+def pruned_widths(run: dict) -> str:
+    """The narrowest and widest unit a pruning run ended with (the paper's point: pruning flattens the
+    doubling U-Net); "-" for runs that did not prune."""
+    try:
+        steps = read_history(run["fold_dir"])["steps"] if run.get("fold_dir") else []
+    except RunError:
+        steps = []
+    if not steps:
+        return "-"
+    widths = steps[-1]["widths"].values()
+    return f"{min(widths)}-{max(widths)}"
 
 
 def _median_half_resolution(runs: list) -> str:
@@ -189,19 +204,25 @@ def _median_half_resolution(runs: list) -> str:
     return f"{statistics.median(half):.3f}" if half else "-"
 
 
+MARKERS = "osD^v<>pPX*h"  # one marker per variant: eleven variants outrun a ten-colour cycle
+
+
 def pareto(by: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     with matplotlib.rc_context(matplotlib.rcParamsDefault):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for variant, rs in by.items():
+        fig, ax = plt.subplots(figsize=(7, 4.8))
+        colours = plt.get_cmap("tab20").colors
+        for i, (variant, rs) in enumerate(by.items()):
             p = statistics.median(r["parameters"] for r in rs)
             dice = [r["dice"] for r in rs]
             med = statistics.median(dice)
-            ax.errorbar([p], [med], yerr=[[med - min(dice)], [max(dice) - med]], fmt="o", capsize=3, label=variant)
-        ax.set(xscale="log", xlabel="parameters", ylabel="test Dice (median, min-max)", title=title)
-        ax.title.set_fontsize(8)
+            ax.errorbar([p], [med], yerr=[[med - min(dice)], [max(dice) - med]], fmt=MARKERS[i % len(MARKERS)],
+                        color=colours[(2 * i) % 20 + (2 * i) // 20], capsize=3, label=variant)
+        ax.set(xscale="log", xlabel="parameters", ylabel="test Dice (median, min-max)",
+               title=textwrap.fill(title, 120))
+        ax.title.set_fontsize(7)
         ax.legend(fontsize=7)
         fig.tight_layout()
         tmp = path.with_name(".tmp_" + path.name)

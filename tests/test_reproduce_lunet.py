@@ -25,6 +25,16 @@ def test_per_run_rows_group_by_variant_and_list_every_output():
     col = "validation Dice full / 1/2 / 1/4 / ..."
     assert [r[col] for r in rows] == ["-", "0.970 / 0.850 / 0.680 / 0.060", "0.000 / 0.796 / 0.649"]
     assert rows[2]["parameters"] == "88,872" and rows[2]["test Dice"] == "0.000"
+    assert {r["units' widths after pruning, min-max"] for r in rows} == {"-"}
+
+
+def test_pruned_widths_come_from_the_last_step_of_the_runs_history(tmp_path):
+    import json
+    script = _script()
+    (tmp_path / "pruning_history.json").write_text(json.dumps(
+        {"steps": [{"widths": {"enc0.0": 3, "enc4.1": 40}}, {"widths": {"enc0.0": 2, "enc4.1": 6, "dec3.0": 5}}]}))
+    assert script.pruned_widths({"fold_dir": str(tmp_path)}) == "2-6"
+    assert script.pruned_widths({"fold_dir": str(tmp_path / "not_a_pruning_run")}) == "-"
 
 
 def test_goals_count_stuck_runs_and_stuck_outputs_that_carry_loss_weight():
