@@ -179,22 +179,44 @@ def per_run_rows(by: dict) -> list:
     """One row a run of ``by_variant``: what its outputs at each resolution learned."""
     return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
              "test Dice": f"{r['dice']:.3f}", "units' widths after pruning, min-max": pruned_widths(r),
+             "picks from a widest unit (uniform)": widest_picks(r),
              "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
                  f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
             for rs in by.values() for r in rs]
 
 
+def pruning_steps(run: dict) -> tuple:
+    """(initial widths, steps) of a pruning run's history; ({}, []) for runs that did not prune."""
+    try:
+        history = read_history(run["fold_dir"]) if run.get("fold_dir") else {}
+    except RunError:
+        history = {}
+    return history.get("initial_widths", {}), history.get("steps", [])
+
+
 def pruned_widths(run: dict) -> str:
     """The narrowest and widest unit a pruning run ended with (the paper's point: pruning flattens the
     doubling U-Net); "-" for runs that did not prune."""
-    try:
-        steps = read_history(run["fold_dir"])["steps"] if run.get("fold_dir") else []
-    except RunError:
-        steps = []
+    steps = pruning_steps(run)[1]
     if not steps:
         return "-"
     widths = steps[-1]["widths"].values()
     return f"{min(widths)}-{max(widths)}"
+
+
+def widest_picks(run: dict) -> str:
+    """The share of a pruning run's removed channels that came from a unit as wide as the widest at that
+    moment, and in brackets the share a channel drawn uniformly from all channels would have had along the
+    same path (the paper: STAMP prunes mainly from the widest layers)."""
+    widths, steps = pruning_steps(run)
+    widths, picks, uniform = dict(widths), 0, 0.0
+    unit_picks = [unit for step in steps for unit, _ in step["picks"]]
+    for unit in unit_picks:
+        top = max(widths.values())
+        picks += widths[unit] == top
+        uniform += sum(w for w in widths.values() if w == top) / sum(widths.values())
+        widths[unit] -= 1
+    return f"{picks / len(unit_picks):.2f} ({uniform / len(unit_picks):.2f})" if unit_picks else "-"
 
 
 def _median_half_resolution(runs: list) -> str:

@@ -37,6 +37,20 @@ def test_pruned_widths_come_from_the_last_step_of_the_runs_history(tmp_path):
     assert script.pruned_widths({"fold_dir": str(tmp_path / "not_a_pruning_run")}) == "-"
 
 
+def test_widest_picks_replays_the_picks_against_the_widths_of_that_moment(tmp_path):
+    import json
+    script = _script()
+    # a=4, b=2: a is the widest (4 of 6 channels), at a=3 again (3 of 5); then a=2, b=2 tie: b is widest (4 of 4)
+    (tmp_path / "pruning_history.json").write_text(json.dumps(
+        {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["a", 0], ["a", 3]]}, {"picks": [["b", 1]]}]}))
+    uniform = (4 / 6 + 3 / 5 + 4 / 4) / 3
+    assert script.widest_picks({"fold_dir": str(tmp_path)}) == f"1.00 ({uniform:.2f})"
+    (tmp_path / "pruning_history.json").write_text(json.dumps(
+        {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["b", 0]]}]}))
+    assert script.widest_picks({"fold_dir": str(tmp_path)}) == "0.00 (0.67)"
+    assert script.widest_picks({"fold_dir": str(tmp_path / "none")}) == "-"
+
+
 def test_goals_count_stuck_runs_and_stuck_outputs_that_carry_loss_weight():
     runs = [{"variant": "Unet 75 %", "fold": 1, "dice": 0.0, "validation_dice_per_output": [0.0, 0.8, 0.04, 0.0]},
             {"variant": "LUnet Nf=4", "fold": 1, "dice": 0.94, "validation_dice_per_output": [0.95, 0.03, 0.6, 0.0]},
