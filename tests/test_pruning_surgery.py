@@ -136,3 +136,33 @@ def test_pruning_trainers_build_a_prunable_net_and_refuse_residual_encoders():
     resenc = ConfigurationManager({"architecture": architecture.unet([8, 16, 32], network="ResidualEncoderUNet")})
     with pytest.raises(RuntimeError, match="channel pruning needs a PlainConvUNet plan, got ResidualEncoderUNet"):
         nnUNetTrainerSTAMP.build_network_architecture(None, resenc, 1, 2)
+
+
+def test_carried_optimizer_state_is_cut_like_the_weights_and_steps_on():
+    """prune_keep_optimizer_state: Adam's moments follow their channels through a surgery (skip units shift
+    the decoder's concat offsets; a consumer cut twice chains), untouched parameters keep theirs."""
+    net = make_net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(2, 2, 16, 16, 16)
+    sum(o.square().mean() for o in net(x)).backward()
+    opt.step()
+    dec = net.get_submodule("decoder.stages.1.convs.0.conv")   # consumes enc1.1 (skip) and the transpconv
+    old_w, old_m = dec.weight, opt.state[dec.weight]["exp_avg"].clone()
+    untouched = net.get_submodule("decoder.seg_layers.0").weight
+    net.surgery_log = []
+    net.remove_picks([("enc1.1", 0), ("enc1.1", 3), ("dec1.0", 2)])
+    carried = net.carry_state(opt.state)
+    new_w = net.get_submodule("decoder.stages.1.convs.0.conv").weight
+    offset = net.get_submodule("decoder.transpconvs.1").out_channels
+    keep_in = [c for c in range(old_w.shape[1]) if c not in (offset + 0, offset + 3)]
+    keep_out = [c for c in range(old_w.shape[0]) if c != 2]
+    assert torch.equal(new_w, old_w.detach()[keep_out][:, keep_in])
+    assert torch.equal(carried[new_w]["exp_avg"], old_m[keep_out][:, keep_in])
+    assert carried[new_w]["step"] == opt.state[old_w]["step"]
+    assert torch.equal(carried[untouched]["exp_avg"], opt.state[untouched]["exp_avg"]) and old_w not in carried
+    assert {id(p) for p in carried} == {id(p) for p in net.parameters()}
+    fresh = torch.optim.Adam(net.parameters(), lr=1e-3)
+    fresh.state.update(carried)
+    sum(o.square().mean() for o in net(x)).backward()
+    fresh.step()   # the carried moments fit their parameters
+    assert fresh.state[new_w]["step"] == 2

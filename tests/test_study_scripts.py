@@ -282,3 +282,31 @@ def test_a_case_is_flipped_when_more_than_half_of_a_pairs_voxels_got_the_other_l
     m[0, 4] = 50                 # background predicted as a bronchus (a column) does not count
     m[4, 0] = 5                  # 13 of 25
     assert script.flipped(m, 4, 5)
+
+
+def test_pruning_probe_tables_dice_around_each_cut_and_refuses_a_folder_without_the_study(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+    import torch
+    from nnunet_lean.errors import LeanError
+    monkeypatch.syspath_prepend(str(SCRIPTS))   # the script imports the study's settings, as `python scripts/...` does
+    script = _script("pruning_probe")
+    fold = tmp_path / "nnUNetTrainerSTAMPActivationProbeBudget__UnetNf4__3d_fullres" / "fold_1"
+    fold.mkdir(parents=True)
+    torch.save({"logging": {"epoch_start_timestamps": [0.0, 1.0, 2.0], "epoch_end_timestamps": [1.0, 2.0, 3.0],
+                            "mean_fg_dice": [0.9, 0.95, 0.0]}}, fold / "checkpoint_final.pth")
+    (fold / "pruning_history.json").write_text(json.dumps({"steps": [
+        {"step": 1, "epoch": 1, "probe_dice_before_cut": 0.96, "probe_dice_after_cut": 0.94, "widths": {"a": 3}},
+        {"step": 2, "epoch": 2, "probe_dice_before_cut": 0.95, "probe_dice_after_cut": 0.6, "widths": {"a": 2}},
+        {"step": 3, "epoch": 3, "widths": {"a": 2}}]}))
+    steps = script.step_rows(fold)
+    assert [(s["after_cut"], s["after_epoch"], s["narrowest"]) for s in steps] == [(0.94, 0.95, 3), (0.6, 0.0, 2),
+                                                                                   (None, None, 2)]
+    script.summarise([{"trainer": "T", "fold": 1, "dice": 0.027, "validation_dice_per_output": [0.014, 0.0],
+                       "steps": steps}], tmp_path)
+    assert "| 2 (2) | 0.950 | 0.600 | 0.000 | 2 |" in (tmp_path / "probe.md").read_text()
+    monkeypatch.setattr(sys, "argv", ["pruning_probe.py", "--workdir", str(tmp_path / "none")])
+    with pytest.raises(LeanError, match="reproduce_lunet.py --precision bf16 first"):
+        script.main()
+    assert not (tmp_path / "none").exists()

@@ -44,13 +44,16 @@ def _take(t: torch.Tensor, dim: int, idx: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _replace(module: nn.Module, name: str, dim: int, idx: torch.Tensor) -> None:
+def _replace(module: nn.Module, name: str, dim: int, idx: torch.Tensor, log: Optional[list] = None) -> None:
     t = getattr(module, name, None)
     if t is None:
         return
     new = _take(t, dim, idx)
     if isinstance(t, nn.Parameter):
-        setattr(module, name, nn.Parameter(new, requires_grad=t.requires_grad))
+        param = nn.Parameter(new, requires_grad=t.requires_grad)
+        setattr(module, name, param)
+        if log is not None:
+            log.append((t, param, dim, idx))
     else:
         setattr(module, name, new)  # a registered buffer (running stats)
 
@@ -67,6 +70,8 @@ class PrunableUNet(PlainConvUNet):
             block.targeted_dropout = TargetedChannelDropout()
             block.all_modules.append(block.targeted_dropout)
         self.pruning_state: dict = {}  # the pruning trainer's bookkeeping (saved beside checkpoints)
+        # while a list: every replaced parameter as (old, new, dim, kept indices), in order (carry_state uses it)
+        self.surgery_log: Optional[list] = None
         for name, width in (unit_widths or {}).items():
             self.resize(name, int(width))
 
@@ -90,13 +95,14 @@ class PrunableUNet(PlainConvUNet):
         if idx.numel() < 1:
             raise ValueError(f"{name}: a conv must keep at least one channel")
         old = block.conv.out_channels
-        _replace(block.conv, "weight", 0, idx)
-        _replace(block.conv, "bias", 0, idx)
+        log = self.surgery_log
+        _replace(block.conv, "weight", 0, idx, log)
+        _replace(block.conv, "bias", 0, idx, log)
         block.conv.out_channels = block.output_channels = idx.numel()
         norm = getattr(block, "norm", None)
         if norm is not None:
             for attr in ("weight", "bias", "running_mean", "running_var"):
-                _replace(norm, attr, 0, idx)
+                _replace(norm, attr, 0, idx, log)
             norm.num_features = idx.numel()
         for c in unit.consumers:
             mod = self.get_submodule(c.path)
@@ -105,7 +111,7 @@ class PrunableUNet(PlainConvUNet):
             shifted = torch.where(idx >= 0, idx + offset, idx)
             full = torch.cat([torch.arange(offset, device=device), shifted,
                               torch.arange(offset + old, total, device=device)])
-            _replace(mod, "weight", c.dim, full)
+            _replace(mod, "weight", c.dim, full, log)
             mod.in_channels = mod.weight.shape[c.dim]
         self._sync_bookkeeping()
 
@@ -121,6 +127,18 @@ class PrunableUNet(PlainConvUNet):
             by_unit.setdefault(n, []).append(int(c))
         for n, chans in by_unit.items():
             self.remove(n, chans)
+
+    def carry_state(self, state: Mapping[nn.Parameter, dict]) -> Dict[nn.Parameter, dict]:
+        """Per-parameter optimizer state (Adam's moments) of the parameters before the surgery recorded in
+        ``surgery_log``, moved onto the parameters after it: tensors shaped like the parameter are cut as
+        the parameter was (a regrown channel starts at zero); other entries (Adam's step) are kept."""
+        carried = {p: dict(v) for p, v in state.items()}
+        for old, new, dim, idx in self.surgery_log or []:
+            if old in carried:
+                carried[new] = {k: _take(v, dim, idx) if torch.is_tensor(v) and v.shape == old.shape else v
+                                for k, v in carried.pop(old).items()}
+        alive = {id(p) for p in self.parameters()}
+        return {p: v for p, v in carried.items() if id(p) in alive}
 
     def resize(self, name: str, width: int) -> None:
         """Make unit ``name`` exactly ``width`` wide (truncate, or append zero channels)."""

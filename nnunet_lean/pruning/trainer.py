@@ -101,6 +101,9 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_target_param_fraction: Optional[float] = None
     prune_stop_epoch: Optional[int] = None   # None: until the target, leaving >= prune_every recovery epochs
     prune_min_channels = 2              # no unit goes below this width (1: STAMP's reference; docs/learning.md)
+    prune_keep_optimizer_state = False  # True: Adam's moments survive a step, cut like the weights (the
+                                        # reference starts a fresh optimizer)
+    prune_probe_batches = 0             # > 0: Dice on these validation batches right before and after each cut
     importance_batches = 10
     dropout_p_max = 0.1
     dropout_p_init = 0.005
@@ -232,10 +235,17 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
                                                        self.prune_channels_per_step, rng,
                                                        self.prune_min_channels))
         st["rng"] = rng.bit_generator.state
+        probe = [next(self.dataloader_val) for _ in range(self.prune_probe_batches)]
+        before = self.probe_dice(probe)
+        old_state = self.optimizer.state
+        net.surgery_log = [] if self.prune_keep_optimizer_state else None
         net.remove_picks(picks)
         st["dropout"] = ranking.dropout_probabilities(ranking.without(scores, picks), self.dropout_p_max)
         net.set_dropout(st["dropout"])
         self.rebuild_after_surgery()
+        if net.surgery_log is not None:
+            self.optimizer.state.update(net.carry_state(old_state))
+            net.surgery_log = None
         self._best_ema = None  # "best" is among epochs at the current widths
         left = self.fractions_left()
         dice_log = self.logger.get_value("mean_fg_dice", step=None)
@@ -244,6 +254,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
                   "channels_left": sum(net.widths().values()), "channel_fraction": round(left["channels"], 5),
                   "params": net.num_parameters(), "pseudo_dice": dice,
                   "seconds": round(time.perf_counter() - start, 4), "widths": net.widths()}
+        if probe:
+            record.update(probe_dice_before_cut=before, probe_dice_after_cut=self.probe_dice(probe))
         st["steps"].append(record)
         what = ", ".join(f"{n}:{c}" for n, c in picks)
         self.print_to_log_file(
@@ -252,6 +264,20 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
             f"({100 * left['channels']:.1f} %), {record['params']:,} params, previous pseudo-Dice "
             + ("n/a" if dice is None else f"{dice:.4f}"))
         self.write_history()
+
+    def probe_dice(self, batches: list) -> Optional[float]:
+        """Foreground Dice of the full-resolution output on ``batches`` (validation batches, nnU-Net's own
+        validation_step, eval mode), pooled over the batches as nnU-Net pools its pseudo-Dice; None without
+        batches."""
+        if not batches:
+            return None
+        self.network.eval()
+        with torch.no_grad():
+            outs = [self.validation_step(b) for b in batches]
+        self.network.train()
+        tp, fp, fn = (np.sum([o[k] for o in outs], axis=0) for k in ("tp_hard", "fp_hard", "fn_hard"))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(np.nanmean(2 * tp / (2 * tp + fp + fn)))
 
     def write_history(self) -> None:
         if self.local_rank == 0:

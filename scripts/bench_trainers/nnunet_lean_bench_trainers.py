@@ -91,6 +91,17 @@ class nnUNetTrainerSTAMPMin1Budget(nnUNetTrainerSTAMPBudget):
     prune_min_channels = 1
 
 
+class nnUNetTrainerSTAMPActivationProbeBudget(nnUNetTrainerSTAMPActivationBudget):
+    """The collapse probe (docs/learning.md): Dice on 10 validation batches right before and right after every
+    cut, in pruning_history.json (a fresh Adam after each step, as in the study)."""
+    prune_probe_batches = 10
+
+
+class nnUNetTrainerSTAMPActivationKeepAdamBudget(nnUNetTrainerSTAMPActivationProbeBudget):
+    """The same with Adam's moments carried through every step (cut like the weights) instead of a fresh Adam."""
+    prune_keep_optimizer_state = True
+
+
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
     pass
 
