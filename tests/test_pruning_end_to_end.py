@@ -128,7 +128,7 @@ def test_resume_restores_widths_history_dropout_rng_and_optimizer(hippo, tmp_pat
     straight = load_json(fold_dir(hippo, WIDEST, PLANS, "3d_fullres", 0) / "pruning_history.json")["steps"]
     assert len(resumed) == len(straight) == 2
     assert [s["picks"] for s in resumed] == [s["picks"] for s in straight]
-    probes = [s[k] for s in straight for k in ("probe_dice_before_cut", "probe_dice_after_cut")]
+    probes = [s[k] for s in resumed for k in ("probe_dice_before_cut", "probe_dice_after_cut")]
     assert all(0.0 <= d <= 1.0 for d in probes), probes   # prune_probe_batches: Dice right before / after a cut
 
     # a checkpoint_latest.pth copied ALONE into a fresh fold folder resumes to the same state

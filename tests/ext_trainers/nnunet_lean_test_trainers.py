@@ -105,12 +105,10 @@ class nnUNetTrainerSTAMPShort(SkipFinalValidation, ShortPruning, nnUNetTrainerST
 
 class ResumeSchedule(FinalValidationWithoutMirroring, ScheduleOverrides):
     """5 short epochs (5 iterations); prune 6 channels at the start of epochs 1 and 3, so the
-    checkpoint after epoch 2 holds a used optimizer and one pruning step. Adam's moments carried through
-    each step, Dice probed on one validation batch before and after each cut."""
+    checkpoint after epoch 2 holds a used optimizer and one pruning step."""
     schedule = {"num_epochs": 5, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1,
                 "prune_start_epoch": 1, "prune_every": 2, "prune_stop_epoch": None,
-                "prune_channels_per_step": 6, "importance_batches": 2, "save_every": 1,
-                "prune_keep_optimizer_state": True, "prune_probe_batches": 1}
+                "prune_channels_per_step": 6, "importance_batches": 2, "save_every": 1}
 
 
 class nnUNetTrainerPruneRandomWidestResume(ResumeSchedule, nnUNetTrainerPruneRandomWidest):
@@ -144,4 +142,7 @@ class CrashAndDump:
 
 class nnUNetTrainerPruneRandomWidestResumeCrash(SkipFinalValidation, CrashAndDump, ResumeSchedule,
                                                 nnUNetTrainerPruneRandomWidest):
-    pass
+    """Adam's moments carried through each step, Dice probed on one validation batch before and after each cut
+    (random@widest picks from widths and RNG alone, so it still prunes as the straight run does)."""
+    prune_keep_optimizer_state = True
+    prune_probe_batches = 1
