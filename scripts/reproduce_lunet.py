@@ -178,11 +178,11 @@ def by_variant(runs: list) -> dict:
 def per_run_rows(by: dict) -> list:
     """One row a run of ``by_variant``: what its outputs at each resolution learned."""
     return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
-             "test Dice": f"{r['dice']:.3f}", "units' widths after pruning, min-max": pruned_widths(r),
-             "picks from a widest unit (uniform)": widest_picks(r),
+             "test Dice": f"{r['dice']:.3f}", "units' widths after pruning, min-max": pruned_widths(history[1]),
+             "picks from a widest unit (uniform)": widest_picks(*history),
              "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
                  f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
-            for rs in by.values() for r in rs]
+            for rs in by.values() for r in rs for history in [pruning_steps(r)]]
 
 
 def pruning_steps(run: dict) -> tuple:
@@ -194,22 +194,20 @@ def pruning_steps(run: dict) -> tuple:
     return history.get("initial_widths", {}), history.get("steps", [])
 
 
-def pruned_widths(run: dict) -> str:
+def pruned_widths(steps: list) -> str:
     """The narrowest and widest unit a pruning run ended with (the paper's point: pruning flattens the
-    doubling U-Net); "-" for runs that did not prune."""
-    steps = pruning_steps(run)[1]
+    doubling U-Net), from its history's steps; "-" for runs that did not prune."""
     if not steps:
         return "-"
     widths = steps[-1]["widths"].values()
     return f"{min(widths)}-{max(widths)}"
 
 
-def widest_picks(run: dict) -> str:
+def widest_picks(initial_widths: dict, steps: list) -> str:
     """The share of a pruning run's removed channels that came from a unit as wide as the widest at that
     moment, and in brackets the share a channel drawn uniformly from all channels would have had along the
     same path (the paper: STAMP prunes mainly from the widest layers)."""
-    widths, steps = pruning_steps(run)
-    widths, picks, uniform = dict(widths), 0, 0.0
+    widths, picks, uniform = dict(initial_widths), 0, 0.0
     unit_picks = [unit for step in steps for unit, _ in step["picks"]]
     for unit in unit_picks:
         top = max(widths.values())

@@ -33,8 +33,8 @@ def test_pruned_widths_come_from_the_last_step_of_the_runs_history(tmp_path):
     script = _script()
     (tmp_path / "pruning_history.json").write_text(json.dumps(
         {"steps": [{"widths": {"enc0.0": 3, "enc4.1": 40}}, {"widths": {"enc0.0": 2, "enc4.1": 6, "dec3.0": 5}}]}))
-    assert script.pruned_widths({"fold_dir": str(tmp_path)}) == "2-6"
-    assert script.pruned_widths({"fold_dir": str(tmp_path / "not_a_pruning_run")}) == "-"
+    assert script.pruned_widths(script.pruning_steps({"fold_dir": str(tmp_path)})[1]) == "2-6"
+    assert script.pruned_widths(script.pruning_steps({"fold_dir": str(tmp_path / "not_a_pruning_run")})[1]) == "-"
 
 
 def test_widest_picks_replays_the_picks_against_the_widths_of_that_moment(tmp_path):
@@ -44,11 +44,11 @@ def test_widest_picks_replays_the_picks_against_the_widths_of_that_moment(tmp_pa
     (tmp_path / "pruning_history.json").write_text(json.dumps(
         {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["a", 0], ["a", 3]]}, {"picks": [["b", 1]]}]}))
     uniform = (4 / 6 + 3 / 5 + 4 / 4) / 3
-    assert script.widest_picks({"fold_dir": str(tmp_path)}) == f"1.00 ({uniform:.2f})"
+    assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path)})) == f"1.00 ({uniform:.2f})"
     (tmp_path / "pruning_history.json").write_text(json.dumps(
         {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["b", 0]]}]}))
-    assert script.widest_picks({"fold_dir": str(tmp_path)}) == "0.00 (0.67)"
-    assert script.widest_picks({"fold_dir": str(tmp_path / "none")}) == "-"
+    assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path)})) == "0.00 (0.67)"
+    assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path / "none")})) == "-"
 
 
 def test_goals_count_stuck_runs_and_stuck_outputs_that_carry_loss_weight():
