@@ -1,11 +1,11 @@
 """The pruning-collapse probe: the paper study's STAMP (activation) runs with Dice measured around every cut.
 
-    python scripts/pruning_probe.py [--folds 1] [--trainers nnUNetTrainerSTAMPActivationProbeBudget
-                                                            nnUNetTrainerSTAMPActivationKeepAdamBudget]
+    python scripts/pruning_probe.py [--precision bf16|fp32] [--folds 1]
+                                    [--trainers nnUNetTrainerSTAMPActivationProbeBudget ...]
 
-Trains each trainer (scripts/bench_trainers) on UnetNf4 in the paper study's folder (reproduce_lunet.py
---precision bf16 prepares it, ~/.cache/nnunet-lean/repro_bf16; its budget, recipe and bf16 steps), tests it as
-the study does, and writes probe.md / probe.json there: per run its test Dice and, per pruning step, the Dice of
+Trains each trainer (scripts/bench_trainers) on UnetNf4 in the paper study's folder (``reproduce_lunet.py
+--precision P --prepare-only`` makes it: ~/.cache/nnunet-lean/repro_bf16 or repro; its budget, recipe and
+precision), tests it as the study does, and writes probe.md / probe.json there: per run its test Dice and, per pruning step, the Dice of
 the full-resolution output on 10 validation batches right before the cut and right after it (no training in
 between), then nnU-Net's pseudo-Dice at the end of the step's epoch. A drop at the cut is the cut's; a drop only
 after the epoch is the training that followed (the fresh Adam of "Probe" against the carried moments of
@@ -34,13 +34,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, nargs="+", default=[1])
     ap.add_argument("--trainers", nargs="+", default=TRAINER_NAMES)
-    ap.add_argument("--workdir", default=None, help="the paper study's folder (default: its bf16 folder)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+                    help="the study's precision, which picks its default folder (bf16 needs a CPU with native bf16)")
+    ap.add_argument("--workdir", default=None, help="the paper study's folder (default: the precision's folder)")
     args = ap.parse_args()
     study_args = argparse.Namespace(epochs=30, iters=50, size=64, num_train=40, num_test=10, recipe="lean",
-                                    precision="bf16", workdir=args.workdir)
+                                    precision=args.precision, workdir=args.workdir)
     work, _ = study_settings(study_args)
     if not (Path(work) / "budget.json").exists():
-        raise LeanError(f"{work} holds no paper study: run scripts/reproduce_lunet.py --precision bf16 first")
+        raise LeanError(f"{work} holds no paper study: run scripts/reproduce_lunet.py --precision {args.precision} "
+                        "--prepare-only first")
     study = Study(work, str(BIN), str(TRAINERS), json.loads((Path(work) / "budget.json").read_text()),
                   create=False)
     rows = []

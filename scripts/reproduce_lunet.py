@@ -67,6 +67,8 @@ def main() -> int:
                     help="lean: nnunet_lean.recipe (Adam 1e-2, poly); nnunet: nnU-Net's SGD (*BudgetSGD trainers)")
     ap.add_argument("--summary-only", action="store_true",
                     help="write results.md/json and pareto.png from the runs finished so far; train nothing")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="make the data, plans and preprocessed folders (scripts/pruning_probe.py trains there); train nothing")
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="training steps on a CPU (on a GPU nnU-Net's fp16 autocast applies either way)")
@@ -89,6 +91,8 @@ def main() -> int:
         if not (pre / f"{target}.json").exists():
             study.step(f"plans_{target}", ["nnunet_lean", "modify-plans", "-d", str(DATASET), "-p", source,
                                            "-o", target, "-c", "3d_fullres", *how])
+    if args.prepare_only:
+        return 0
     runs = []
     for fold in args.folds:
         for label, plans, trainer in runs_of_fold(fold, args.recipe):

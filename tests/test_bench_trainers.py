@@ -1,4 +1,4 @@
-"""The studies' budget trainers (scripts/bench_trainers): bf16 steps in a pruning run, and the pruning width floor."""
+"""The studies' budget trainers (scripts/bench_trainers): bf16 steps in a pruning run, and the pruning width floors."""
 import json
 from pathlib import Path
 
@@ -40,16 +40,14 @@ r = {"channels": [before, sum(net.widths().values())], "ranked": ranked_dtypes, 
      "eval": sorted(set(seen)), "out": sorted({str(o.dtype) for o in out}),
      "grads": all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad),
      "optimizer_on_new_params": t.optimizer.param_groups[0]["params"][0] is next(net.parameters())}
-t.prune_channels_per_step, t.current_epoch = 10 ** 6, 10   # a step that takes all it may: down to the floor
-t.prune_step()
-print("RESULT" + json.dumps(dict(r, floor=min(net.widths().values()))))
+print("RESULT" + json.dumps(r))
 """
 
 
 def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo, tmp_path):
     """The paper study in bf16 (reproduce_lunet.py --precision bf16) trains its pruning runs with bf16 steps: the
     ranking passes and the training steps after a surgery run the convs in bf16; eval calls and weights stay fp32.
-    A step asked for every channel stops at the trainers' width floor."""
+    """
     from nnunet_lean.precision import cpu_has_native_bf16
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16: the studies train in fp32 here")
@@ -60,4 +58,40 @@ def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo,
     assert r["channels"][1] == r["channels"][0] - 5
     assert r["ranked"] == r["train"] == ["torch.bfloat16"] and r["eval"] == r["out"] == ["torch.float32"]
     assert r["grads"] and r["optimizer_on_new_params"]
-    assert r["floor"] == 2   # prune_min_channels: the pruning trainers never cut a unit below two channels
+
+
+FLOOR_STEP = """
+import json, os, sys, torch
+sys.path.insert(0, os.environ["nnUNet_extTrainer"])
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunet_lean_bench_trainers import nnUNetTrainerSTAMPBudget
+folder = os.path.join(nnUNet_preprocessed, [d for d in os.listdir(nnUNet_preprocessed) if d.startswith("Dataset501_")][0])
+plans = dict(json.load(open(os.path.join(folder, "nnUNetPlans.json"))), continue_training=False)
+t = nnUNetTrainerSTAMPBudget(plans, "3d_fullres", 0, json.load(open(os.path.join(folder, "dataset.json"))),
+                             torch.device("cpu"))
+t.initialize()
+patch = t.configuration_manager.patch_size
+t.dataloader_train = iter(lambda: {"data": torch.randn(2, 1, *patch)}, None)
+t.importance_batches, t.prune_channels_per_step, t.current_epoch = 1, 10 ** 6, 9  # takes all it may
+defaults = t.unit_floors()
+t.prune_min_channels_full_resolution = None if os.environ["FULL_FLOOR"] == "none" else int(os.environ["FULL_FLOOR"])
+t.prune_step()
+print("RESULT" + json.dumps({"widths": t.raw_network().widths(), "defaults": defaults}))
+"""
+
+
+def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
+    """prune_min_channels: no unit goes below two channels; prune_min_channels_full_resolution: the units at full
+    resolution (encoder stage 0, the last decoder stage) keep their own, higher floor, and only they."""
+    bench = str(Path(__file__).resolve().parents[1] / "scripts" / "bench_trainers")
+    env = {"nnUNet_extTrainer": bench, "nnUNet_results": str(tmp_path)}
+    plain = json.loads(hippo.python(FLOOR_STEP, extra_env=dict(env, FULL_FLOOR="none")).stdout.split("RESULT", 1)[1])
+    assert set(plain["widths"].values()) == {2}
+    r = json.loads(hippo.python(FLOOR_STEP, extra_env=dict(env, FULL_FLOOR="3")).stdout.split("RESULT", 1)[1])
+    full = r["widths"]
+    last_dec = max(int(n[3:].split(".")[0]) for n in full if n.startswith("dec"))
+    at_full = {n for n in full if n.startswith("enc0.") or n.startswith(f"dec{last_dec}.")}
+    assert len(at_full) == 4 and {full[n] for n in at_full} == {3}
+    assert {w for n, w in full.items() if n not in at_full} == {2}
+    # the trainers' default: 4 at full resolution, 2 elsewhere
+    assert {n for n, f in r["defaults"].items() if f == 4} == at_full and set(r["defaults"].values()) == {2, 4}

@@ -37,6 +37,21 @@ def test_a_width_floor_holds_for_every_strategy_and_leaves_picks_short_when_only
         ranking.choose("stamp", scores, widths, 1, np.random.default_rng(0), min_channels=0)
 
 
+def test_a_floor_per_unit_protects_the_named_units_only():
+    """A mapping floor (the trainers' higher floor at full resolution) holds for its units; the others keep 1."""
+    scores = {"full": torch.tensor([0.01, 0.02, 0.03]), "deep": torch.tensor([0.5, 0.2, 0.3, 0.6])}
+    widths = {n: len(v) for n, v in scores.items()}
+    assert ranking.choose("stamp", scores, widths, 2, np.random.default_rng(0)) == [("full", 0), ("full", 1)]
+    assert ranking.choose("stamp", scores, widths, 2, np.random.default_rng(0), min_channels={"full": 3}) == \
+        [("deep", 1), ("deep", 2)]
+    for seed in range(5):   # random_widest: "full" is never the widest open unit
+        picks = ranking.choose("random_widest", scores, {"full": 5, "deep": 4}, 6, np.random.default_rng(seed),
+                               min_channels={"full": 5, "deep": 2})
+        assert sorted(n for n, _ in picks) == ["deep", "deep"], picks
+    with pytest.raises(ValueError, match="min_channels must be >= 1"):
+        ranking.choose("stamp", scores, widths, 1, np.random.default_rng(0), min_channels={"full": 0})
+
+
 def test_dropout_probabilities_follow_the_reverse_rank():
     scores = {"important": torch.tensor([0.9, 0.8]), "middling": torch.tensor([0.5, 0.4]),
               "prunable": torch.tensor([0.1, 0.2])}

@@ -4,13 +4,14 @@ activation recorder that produces those vectors.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, Iterable, List, Mapping, Tuple, Union
 
 import numpy as np
 import torch
 
 Importance = Dict[str, torch.Tensor]   # unit name -> one value per output channel
 Pick = Tuple[str, int]                 # (unit, channel index before this step's removals)
+Floors = Union[int, Mapping[str, int]]  # the width no unit goes below: one for all, or one per unit
 
 STRATEGIES = ("stamp", "random_stamp_block", "random_widest")
 
@@ -62,29 +63,42 @@ def normalise(importance: Mapping[str, torch.Tensor]) -> Importance:
     return {n: v / v.norm().clamp_min(1e-12) for n, v in importance.items()}
 
 
-def stamp_picks(scores: Mapping[str, torch.Tensor], k: int, min_channels: int = 1) -> List[Pick]:
-    """The k globally lowest-scoring channels, never taking a unit below ``min_channels`` (>= 1)."""
+def floors_of(min_channels: Floors, units: Iterable[str]) -> Dict[str, int]:
+    """Every unit's floor; a unit a mapping does not name gets 1 (a unit keeps a channel)."""
+    units = list(units)
+    floors = ({n: int(min_channels) for n in units} if isinstance(min_channels, int)
+              else {n: int(min_channels.get(n, 1)) for n in units})
+    low = {n: f for n, f in floors.items() if f < 1}
+    if low:
+        raise ValueError(f"min_channels must be >= 1 (a unit keeps a channel), got {low}")
+    return floors
+
+
+def stamp_picks(scores: Mapping[str, torch.Tensor], k: int, min_channels: Floors = 1) -> List[Pick]:
+    """The k globally lowest-scoring channels, never taking a unit below its floor (``min_channels``)."""
+    floor = floors_of(min_channels, scores)
     flat = sorted((float(v), n, c) for n, vec in scores.items() for c, v in enumerate(vec.tolist()))
     left = {n: len(vec) for n, vec in scores.items()}
     picks: List[Pick] = []
     for _, n, c in flat:
         if len(picks) == k:
             break
-        if left[n] > min_channels:
+        if left[n] > floor[n]:
             picks.append((n, c))
             left[n] -= 1
     return picks
 
 
 def random_picks_in(units: List[str], widths: Mapping[str, int], rng: np.random.Generator,
-                    min_channels: int = 1) -> List[Pick]:
+                    min_channels: Floors = 1) -> List[Pick]:
     """One random channel in each listed unit (a unit listed twice loses two distinct channels), never
-    taking a unit below ``min_channels``."""
+    taking a unit below its floor."""
+    floor = floors_of(min_channels, widths)
     taken: Dict[str, set] = {}
     picks: List[Pick] = []
     for n in units:
         free = [c for c in range(widths[n]) if c not in taken.setdefault(n, set())]
-        if len(free) <= min_channels:
+        if len(free) <= floor[n]:
             continue
         c = int(rng.choice(free))
         taken[n].add(c)
@@ -92,27 +106,28 @@ def random_picks_in(units: List[str], widths: Mapping[str, int], rng: np.random.
     return picks
 
 
-def widest_picks(widths: Mapping[str, int], k: int, rng: np.random.Generator, min_channels: int = 1) -> List[Pick]:
-    """k times: a random channel of the currently widest unit (ties broken at random), while that unit has more
-    than ``min_channels``."""
+def widest_picks(widths: Mapping[str, int], k: int, rng: np.random.Generator,
+                 min_channels: Floors = 1) -> List[Pick]:
+    """k times: a random channel of the currently widest unit above its floor (ties broken at random)."""
+    floor = floors_of(min_channels, widths)
     w = dict(widths)
     order: List[str] = []
     for _ in range(k):
-        top = max(w.values())
-        if top <= min_channels:
+        open_units = {u: v for u, v in w.items() if v > floor[u]}
+        if not open_units:
             break
-        n = str(rng.choice(sorted(u for u, v in w.items() if v == top)))
+        top = max(open_units.values())
+        n = str(rng.choice(sorted(u for u, v in open_units.items() if v == top)))
         order.append(n)
         w[n] -= 1
     return random_picks_in(order, widths, rng, min_channels)
 
 
 def choose(strategy: str, scores: Mapping[str, torch.Tensor], widths: Mapping[str, int], k: int,
-           rng: np.random.Generator, min_channels: int = 1) -> List[Pick]:
-    """Up to k (unit, channel) picks of ``strategy``; no unit goes below ``min_channels`` (fewer picks when
-    every candidate is at that floor)."""
-    if min_channels < 1:
-        raise ValueError(f"min_channels must be >= 1 (a unit keeps a channel), got {min_channels}")
+           rng: np.random.Generator, min_channels: Floors = 1) -> List[Pick]:
+    """Up to k (unit, channel) picks of ``strategy``; no unit goes below its floor, ``min_channels`` (one for
+    all units or one per unit; fewer picks when every candidate is at its floor)."""
+    floors_of(min_channels, widths)  # refuses a floor below 1 before any strategy runs
     if strategy == "stamp":
         return stamp_picks(scores, k, min_channels)
     if strategy == "random_stamp_block":

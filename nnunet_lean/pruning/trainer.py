@@ -101,6 +101,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_target_param_fraction: Optional[float] = None
     prune_stop_epoch: Optional[int] = None   # None: until the target, leaving >= prune_every recovery epochs
     prune_min_channels = 2              # no unit goes below this width (1: STAMP's reference; docs/learning.md)
+    prune_min_channels_full_resolution: Optional[int] = 4   # a higher floor for the units at full resolution
+                                        # (encoder stage 0, last decoder stage; None: prune_min_channels)
     prune_keep_optimizer_state = False  # True: Adam's moments survive a step, cut like the weights (the
                                         # reference starts a fresh optimizer)
     prune_probe_batches = 0             # > 0: Dice on these validation batches right before and after each cut
@@ -224,6 +226,15 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         net.train(was_training)
         return all_reduce_importance(rec.sums)
 
+    def unit_floors(self) -> Dict[str, int]:
+        """Each unit's floor: prune_min_channels, or at full resolution (encoder stage 0 and the last decoder
+        stage: nnU-Net's first stage never downsamples) the larger prune_min_channels_full_resolution."""
+        units = self.raw_network().units.values()
+        last_dec = max(u.stage for u in units if u.side == "decoder")
+        full = self.prune_min_channels_full_resolution
+        return {u.name: max(self.prune_min_channels, full) if full is not None and u.stage == (
+            0 if u.side == "encoder" else last_dec) else self.prune_min_channels for u in units}
+
     def prune_step(self) -> None:
         start = time.perf_counter()
         net, st = self.raw_network(), self.pruning_state
@@ -233,7 +244,7 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         rng.bit_generator.state = st["rng"]
         picks = decide_on_rank0(lambda: ranking.choose(self.prune_strategy, scores, widths,
                                                        self.prune_channels_per_step, rng,
-                                                       self.prune_min_channels))
+                                                       self.unit_floors()))
         st["rng"] = rng.bit_generator.state
         probe = [next(self.dataloader_val) for _ in range(self.prune_probe_batches)]
         before = self.probe_dice(probe)

@@ -89,17 +89,26 @@ class nnUNetTrainerSTAMPMin1Budget(nnUNetTrainerSTAMPBudget):
     """The pruning-collapse control (docs/learning.md): STAMP whose units may go down to 1 channel, as STAMP's
     reference (and our trainers until 2026-12-01) prune."""
     prune_min_channels = 1
+    prune_min_channels_full_resolution = None
 
 
 class nnUNetTrainerSTAMPActivationProbeBudget(nnUNetTrainerSTAMPActivationBudget):
     """The collapse probe (docs/learning.md): Dice on 10 validation batches right before and right after every
-    cut, in pruning_history.json (a fresh Adam after each step, as in the study)."""
+    cut, in pruning_history.json (a fresh Adam after each step, as in the study), the full-resolution units pruned
+    down to the two-channel floor like every other unit (the trainers' setting until the probe's result)."""
     prune_probe_batches = 10
+    prune_min_channels_full_resolution = None
 
 
 class nnUNetTrainerSTAMPActivationKeepAdamBudget(nnUNetTrainerSTAMPActivationProbeBudget):
     """The same with Adam's moments carried through every step (cut like the weights) instead of a fresh Adam."""
     prune_keep_optimizer_state = True
+
+
+class nnUNetTrainerSTAMPActivationProbeFullRes4Budget(nnUNetTrainerSTAMPActivationProbeBudget):
+    """Collapse fix (a), the pruning trainers' default since: the full-resolution units keep at least 4 channels (the
+    paper's Nf=4 network: unpruned there), probed."""
+    prune_min_channels_full_resolution = 4
 
 
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
