@@ -67,6 +67,9 @@ def main() -> int:
                     help="lean: nnunet_lean.recipe (Adam 1e-2, poly); nnunet: nnU-Net's SGD (*BudgetSGD trainers)")
     ap.add_argument("--summary-only", action="store_true",
                     help="write results.md/json and pareto.png from the runs finished so far; train nothing")
+    ap.add_argument("--variants", nargs="+", choices=variant_labels(), default=None, metavar="VARIANT",
+                    help="train only these variants (quoted labels as in results.md: 'STAMP (activation)' ...), fold by "
+                         "fold; results.md then holds only them until a full run rewrites it")
     ap.add_argument("--prepare-only", action="store_true",
                     help="make the data, plans and preprocessed folders (scripts/pruning_probe.py trains there); train nothing")
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
@@ -96,8 +99,13 @@ def main() -> int:
     runs = []
     for fold in args.folds:
         for label, plans, trainer in runs_of_fold(fold, args.recipe):
+            if args.variants and label not in args.variants:
+                continue
             if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists():
-                stamp = next(r for r in runs if r["variant"] == "STAMP" and r["fold"] == fold)  # conv point
+                stamp_plans, stamp_trainer = VARIANTS["STAMP"]   # the conv point's run of this fold
+                stamp = study.result(NAME, stamp_plans, stamp_trainer + RECIPES[args.recipe], fold)
+                if not stamp:
+                    raise RunError(f"fold {fold}: STAMP's widths need STAMP's run of the fold: add --variants STAMP")
                 study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
                                               stamp["fold_dir"], "-o", plans])
             runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
@@ -116,6 +124,10 @@ def study_settings(args) -> tuple:
 
 def scratch_plans(fold: int) -> str:
     return f"UnetNf4_STAMPf{fold}"
+
+
+def variant_labels() -> list:
+    return [label for label, _, _ in runs_of_fold(0, "lean")]
 
 
 def runs_of_fold(fold: int, recipe: str) -> list:

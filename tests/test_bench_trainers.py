@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 
-BF16_PRUNE_STEP = """
+STAMP_BUDGET_TRAINER = """
 import json, os, sys, torch
 sys.path.insert(0, os.environ["nnUNet_extTrainer"])
 from nnunetv2.paths import nnUNet_preprocessed
@@ -15,9 +15,12 @@ plans = dict(json.load(open(os.path.join(folder, "nnUNetPlans.json"))), continue
 t = nnUNetTrainerSTAMPBudget(plans, "3d_fullres", 0, json.load(open(os.path.join(folder, "dataset.json"))),
                              torch.device("cpu"))
 t.initialize()
-t.importance_batches, t.prune_channels_per_step, t.current_epoch = 2, 5, 9
 patch = t.configuration_manager.patch_size
 t.dataloader_train = iter(lambda: {"data": torch.randn(2, 1, *patch)}, None)
+"""
+
+BF16_PRUNE_STEP = STAMP_BUDGET_TRAINER + """
+t.importance_batches, t.prune_channels_per_step, t.current_epoch = 2, 5, 9
 net = t.raw_network()
 before = sum(net.widths().values())
 ranked = []   # the dtype each conv hands the ranking hooks
@@ -60,23 +63,16 @@ def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo,
     assert r["grads"] and r["optimizer_on_new_params"]
 
 
-FLOOR_STEP = """
-import json, os, sys, torch
-sys.path.insert(0, os.environ["nnUNet_extTrainer"])
-from nnunetv2.paths import nnUNet_preprocessed
-from nnunet_lean_bench_trainers import nnUNetTrainerSTAMPBudget
-folder = os.path.join(nnUNet_preprocessed, [d for d in os.listdir(nnUNet_preprocessed) if d.startswith("Dataset501_")][0])
-plans = dict(json.load(open(os.path.join(folder, "nnUNetPlans.json"))), continue_training=False)
-t = nnUNetTrainerSTAMPBudget(plans, "3d_fullres", 0, json.load(open(os.path.join(folder, "dataset.json"))),
-                             torch.device("cpu"))
-t.initialize()
-patch = t.configuration_manager.patch_size
-t.dataloader_train = iter(lambda: {"data": torch.randn(2, 1, *patch)}, None)
-t.importance_batches, t.prune_channels_per_step, t.current_epoch = 1, 10 ** 6, 9  # takes all it may
-defaults = t.unit_floors()
-t.prune_min_channels_full_resolution = None if os.environ["FULL_FLOOR"] == "none" else int(os.environ["FULL_FLOOR"])
+FLOOR_STEP = STAMP_BUDGET_TRAINER + """
+t.importance_batches, t.prune_channels_per_step, t.current_epoch = 1, 10 ** 6, 9  # each step takes all it may
+r = {"defaults": t.unit_floors()}
+t.prune_min_channels_full_resolution = 3
 t.prune_step()
-print("RESULT" + json.dumps({"widths": t.raw_network().widths(), "defaults": defaults}))
+r["full_3"] = t.raw_network().widths()
+t.prune_min_channels_full_resolution, t.current_epoch = None, 10
+t.prune_step()
+r["full_none"] = t.raw_network().widths()
+print("RESULT" + json.dumps(r))
 """
 
 
@@ -84,14 +80,13 @@ def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
     """prune_min_channels: no unit goes below two channels; prune_min_channels_full_resolution: the units at full
     resolution (encoder stage 0, the last decoder stage) keep their own, higher floor, and only they."""
     bench = str(Path(__file__).resolve().parents[1] / "scripts" / "bench_trainers")
-    env = {"nnUNet_extTrainer": bench, "nnUNet_results": str(tmp_path)}
-    plain = json.loads(hippo.python(FLOOR_STEP, extra_env=dict(env, FULL_FLOOR="none")).stdout.split("RESULT", 1)[1])
-    assert set(plain["widths"].values()) == {2}
-    r = json.loads(hippo.python(FLOOR_STEP, extra_env=dict(env, FULL_FLOOR="3")).stdout.split("RESULT", 1)[1])
-    full = r["widths"]
+    r = json.loads(hippo.python(FLOOR_STEP, extra_env={"nnUNet_extTrainer": bench, "nnUNet_results": str(tmp_path)})
+                   .stdout.split("RESULT", 1)[1])
+    full = r["full_3"]
     last_dec = max(int(n[3:].split(".")[0]) for n in full if n.startswith("dec"))
     at_full = {n for n in full if n.startswith("enc0.") or n.startswith(f"dec{last_dec}.")}
     assert len(at_full) == 4 and {full[n] for n in at_full} == {3}
     assert {w for n, w in full.items() if n not in at_full} == {2}
+    assert set(r["full_none"].values()) == {2}   # None: the full resolution goes down to the common floor too
     # the trainers' default: 4 at full resolution, 2 elsewhere
     assert {n for n, f in r["defaults"].items() if f == 4} == at_full and set(r["defaults"].values()) == {2, 4}

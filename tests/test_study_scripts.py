@@ -306,7 +306,7 @@ def test_pruning_probe_tables_dice_around_each_cut_and_refuses_a_folder_without_
     script.summarise([{"trainer": "T", "fold": 1, "dice": 0.027, "validation_dice_per_output": [0.014, 0.0],
                        "steps": steps}], tmp_path)
     assert "| 2 (2) | 0.950 | 0.600 | 0.000 | 2 |" in (tmp_path / "probe.md").read_text()
-    monkeypatch.setattr(sys, "argv", ["pruning_probe.py", "--workdir", str(tmp_path / "none")])
-    with pytest.raises(LeanError, match="reproduce_lunet.py --precision bf16 first"):
+    monkeypatch.setattr(sys, "argv", ["pruning_probe.py", "--precision", "fp32", "--workdir", str(tmp_path / "none")])
+    with pytest.raises(LeanError, match=r"reproduce_lunet.py --precision fp32 --prepare-only first"):
         script.main()
     assert not (tmp_path / "none").exists()
