@@ -1,4 +1,4 @@
-"""Goal checks of the study scripts (scripts/deploy_agreement.py, scripts/converge.py) on hand-made results;
+"""Goal checks of the study scripts (scripts/deploy_agreement.py, scripts/converge.py, ...) on hand-made results;
 the studies' budget trainers' pause."""
 import functools
 import importlib.util
@@ -310,3 +310,37 @@ def test_pruning_probe_tables_dice_around_each_cut_and_refuses_a_folder_without_
     with pytest.raises(LeanError, match=r"reproduce_lunet.py --precision fp32 --prepare-only first"):
         script.main()
     assert not (tmp_path / "none").exists()
+
+
+def test_cut_probe_repairs_keep_what_they_claim_on_a_hand_made_head_input():
+    """scripts/cut_probe.py's two repairs of a segmentation head: a removed channel that outputs a constant is removed
+    without a trace when its mean goes into the head's bias; one that copies a kept channel is removed without a trace
+    when the head is refitted; a plain cut changes the logits in both cases."""
+    import copy
+
+    import torch
+    from test_pruning_surgery import make_net
+
+    script = _script("cut_probe")
+    net = make_net()
+    name = "dec2.1"                # the last decoder stage: its consumer is the full-resolution head
+    block = net.block(name)
+    with torch.no_grad():
+        block.conv.weight[1].zero_()              # channel 1: LeakyReLU(beta) everywhere after the InstanceNorm
+        block.conv.bias[1], block.norm.bias[1] = 0.0, 1.5
+        for p in (block.conv.weight, block.conv.bias, block.norm.weight, block.norm.bias):
+            p[2] = p[0]                           # channel 2: a copy of channel 0
+    net.eval()
+    x = torch.randn(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        before = net(x)[0]
+    _, means = script.measure(net, [x[0]])
+    assert abs(means[name][1].item() - 1.5) < 1e-4
+    for cut, repair in (([(name, 1)], lambda n, p: script.keep_means(n, p, means)),
+                        ([(name, 2)], lambda n, p: script.refit_heads(n, p, [x[0]]))):
+        plain, repaired = copy.deepcopy(net), copy.deepcopy(net)
+        plain.remove_picks(cut)
+        repair(repaired, cut)
+        with torch.no_grad():
+            assert (plain(x)[0] - before).abs().max() > 0.1
+            assert (repaired(x)[0] - before).abs().max() < 1e-3, cut
