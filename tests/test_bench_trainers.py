@@ -66,6 +66,9 @@ def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo,
 FLOOR_STEP = STAMP_BUDGET_TRAINER + """
 t.importance_batches, t.prune_channels_per_step, t.current_epoch = 1, 10 ** 6, 9  # each step takes all it may
 r = {"defaults": t.unit_floors()}
+t.prune_min_channels_head_inputs = 5
+r["heads_5"] = t.unit_floors()
+t.prune_min_channels_head_inputs = None
 t.prune_min_channels_full_resolution = 3
 t.prune_step()
 r["full_3"] = t.raw_network().widths()
@@ -78,7 +81,8 @@ print("RESULT" + json.dumps(r))
 
 def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
     """prune_min_channels: no unit goes below two channels; prune_min_channels_full_resolution: the units at full
-    resolution (encoder stage 0, the last decoder stage) keep their own, higher floor, and only they."""
+    resolution (encoder stage 0, the last decoder stage) keep their own, higher floor, and only they; likewise
+    prune_min_channels_head_inputs for the units that feed a segmentation head."""
     bench = str(Path(__file__).resolve().parents[1] / "scripts" / "bench_trainers")
     r = json.loads(hippo.python(FLOOR_STEP, extra_env={"nnUNet_extTrainer": bench, "nnUNet_results": str(tmp_path)})
                    .stdout.split("RESULT", 1)[1])
@@ -90,3 +94,7 @@ def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
     assert set(r["full_none"].values()) == {2}   # None: the full resolution goes down to the common floor too
     # the trainers' default: 4 at full resolution, 2 elsewhere
     assert {n for n, f in r["defaults"].items() if f == 4} == at_full and set(r["defaults"].values()) == {2, 4}
+    # prune_min_channels_head_inputs: the last unit of every decoder stage (it feeds that stage's head)
+    heads = {n for n in full if n.startswith("dec") and n.endswith(f".{max(int(u[-1]) for u in full)}")}
+    assert {n for n, f in r["heads_5"].items() if f == 5} == heads and len(heads) == last_dec + 1
+    assert all(r["heads_5"][n] == r["defaults"][n] for n in full if n not in heads)

@@ -103,6 +103,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_min_channels = 2              # no unit goes below this width (1: STAMP's reference; docs/learning.md)
     prune_min_channels_full_resolution: Optional[int] = 4   # a higher floor for the units at full resolution
                                         # (encoder stage 0, last decoder stage; None: prune_min_channels)
+    prune_min_channels_head_inputs: Optional[int] = None    # a higher floor for every unit that feeds a
+                                        # segmentation head (the last unit of each decoder stage)
     prune_keep_optimizer_state = False  # True: Adam's moments survive a step, cut like the weights (the
                                         # reference starts a fresh optimizer)
     prune_probe_batches = 0             # > 0: Dice on these validation batches right before and after each cut
@@ -227,13 +229,20 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         return all_reduce_importance(rec.sums)
 
     def unit_floors(self) -> Dict[str, int]:
-        """Each unit's floor: prune_min_channels, or at full resolution (encoder stage 0 and the last decoder
-        stage: nnU-Net's first stage never downsamples) the larger prune_min_channels_full_resolution."""
+        """Each unit's floor: prune_min_channels, raised to prune_min_channels_full_resolution at full resolution
+        (encoder stage 0 and the last decoder stage: nnU-Net's first stage never downsamples) and to
+        prune_min_channels_head_inputs where the unit feeds a segmentation head (None: not raised)."""
         units = self.raw_network().units.values()
         last_dec = max(u.stage for u in units if u.side == "decoder")
-        full = self.prune_min_channels_full_resolution
-        return {u.name: max(self.prune_min_channels, full) if full is not None and u.stage == (
-            0 if u.side == "encoder" else last_dec) else self.prune_min_channels for u in units}
+        floors = {}
+        for u in units:
+            raised = [self.prune_min_channels]
+            if u.stage == (0 if u.side == "encoder" else last_dec):
+                raised.append(self.prune_min_channels_full_resolution)
+            if any(c.path.startswith("decoder.seg_layers") for c in u.consumers):
+                raised.append(self.prune_min_channels_head_inputs)
+            floors[u.name] = max(f for f in raised if f is not None)
+        return floors
 
     def prune_step(self) -> None:
         start = time.perf_counter()

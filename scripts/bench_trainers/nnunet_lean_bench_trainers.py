@@ -111,6 +111,12 @@ class nnUNetTrainerSTAMPActivationProbeFullRes4Budget(nnUNetTrainerSTAMPActivati
     prune_min_channels_full_resolution = 4
 
 
+class nnUNetTrainerSTAMPHeads4Budget(nnUNetTrainerSTAMPBudget):
+    """The next candidate (docs/learning.md, first study run under the full-resolution floor): every unit that feeds a
+    segmentation head keeps 4 channels too, so that no deep-supervision output is cut from under its head."""
+    prune_min_channels_head_inputs = 4
+
+
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
     pass
 
