@@ -1,13 +1,14 @@
 """The pruning-collapse probe: the paper study's STAMP (activation) runs with Dice measured around every cut.
 
-    python scripts/pruning_probe.py [--precision bf16|fp32] [--folds 1]
+    python scripts/pruning_probe.py [--precision fp32|bf16] [--folds 1]
                                     [--trainers nnUNetTrainerSTAMPActivationProbeBudget ...]
 
 Trains each trainer (scripts/bench_trainers) on UnetNf4 in the paper study's folder (``reproduce_lunet.py
---precision P --prepare-only`` makes it: ~/.cache/nnunet-lean/repro_bf16 or repro; its budget, recipe and
-precision), tests it as the study does, and writes probe.md / probe.json there: per run its test Dice and, per pruning step, the Dice of
-the full-resolution output on 10 validation batches right before the cut and right after it (no training in
-between), then nnU-Net's pseudo-Dice at the end of the step's epoch. A drop at the cut is the cut's; a drop only
+--precision P --prepare-only`` makes it: ~/.cache/nnunet-lean/repro or repro_bf16; its budget, recipe and
+precision), tests it as the study does, and writes probe.md / probe.json there (this invocation's runs): per run
+its test Dice and, per pruning step, the Dice of the full-resolution output on 10 validation batches right before
+the cut and right after it (no training in between; "-" for a trainer that does not probe), then nnU-Net's
+pseudo-Dice at the end of the step's epoch. A drop at the cut is the cut's; a drop only
 after the epoch is the training that followed (the fresh Adam of "Probe" against the carried moments of
 "KeepAdam"). docs/learning.md, "Fold 1: a collapse under the floor too". Resumable: finished runs are skipped.
 """
@@ -34,7 +35,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, nargs="+", default=[1])
     ap.add_argument("--trainers", nargs="+", default=TRAINER_NAMES)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="the study's precision, which picks its default folder (bf16 needs a CPU with native bf16)")
     ap.add_argument("--workdir", default=None, help="the paper study's folder (default: the precision's folder)")
     args = ap.parse_args()
