@@ -24,6 +24,7 @@ import torch
 from nnunet_lean import architecture, runs
 from nnunet_lean.errors import RunError, exit_on_error
 from nnunet_lean.pruning import ranking
+from nnunet_lean.pruning.coupling import full_resolution_units, head_path
 from nnunet_lean.pruning.network import PrunableUNet
 from nnunet_lean.pruning.trainer import prunable_architecture
 from nnunet_lean.tables import markdown_table
@@ -43,8 +44,7 @@ def main() -> int:
     cases = validation_cases(fold, predictor.configuration_manager.data_identifier)
     norms, means = measure(base, [d for d, _ in cases])
     scores = ranking.normalise(norms)
-    last_dec = max(u.stage for u in base.units.values() if u.side == "decoder")
-    full = [n for n, u in base.units.items() if u.stage == (0 if u.side == "encoder" else last_dec)]
+    full = full_resolution_units(list(base.units.values()))
     plans = [[n] for n in base.units] + [full, [n for n in full if n.startswith("dec")]]
     rows = [dict(cut="none", **evaluate(predictor, base, cases), **{k: None for k in (
         "dice, means kept", "foreground fraction, means kept", "dice, heads refitted",
@@ -60,7 +60,8 @@ def main() -> int:
         plain.remove_picks(picks)
         keep_means(kept, picks, means)
         refit_heads(refit, picks, [d for d, _ in cases])
-        r, k, f = (evaluate(predictor, n, cases) for n in (plain, kept, refit))
+        r = evaluate(predictor, plain, cases)   # a cut that feeds no head: both repairs are the plain cut
+        k, f = (evaluate(predictor, n, cases) for n in (kept, refit)) if _heads(base, picks) else (r, r)
         rows.append({"cut": what, **r, "dice, means kept": k["dice"],
                      "foreground fraction, means kept": k["foreground fraction"],
                      "dice, heads refitted": f["dice"], "foreground fraction, heads refitted": f["foreground fraction"]})
@@ -116,7 +117,7 @@ def measure(net: PrunableUNet, volumes: list) -> tuple:
 
 def _heads(net: PrunableUNet, picks: list) -> dict:
     """Segmentation head path -> the unit that feeds it, for the units ``picks`` cut."""
-    return {c.path: n for n, _ in picks for c in net.units[n].consumers if c.path.startswith("decoder.seg_layers")}
+    return {head_path(net.units[n]): n for n, _ in picks if head_path(net.units[n])}
 
 
 def keep_means(net: PrunableUNet, picks: list, means: dict) -> None:
@@ -135,6 +136,9 @@ def refit_heads(net: PrunableUNet, picks: list, volumes: list) -> None:
     """Remove ``picks``; every segmentation head that loses inputs is refitted by least squares (weights and bias on
     the channels left) to the logits it gave before the cut, over every voxel of ``volumes``."""
     heads = _heads(net, picks)
+    if not heads:
+        net.remove_picks(picks)
+        return
     feats, logits = {}, {}
     hooks = [net.get_submodule(h).register_forward_hook(
         lambda m, i, o, h=h: (feats.setdefault(h, []).append(i[0].detach().flatten(2)),

@@ -70,3 +70,14 @@ def coupling_table(n_convs_encoder: List[int], n_convs_decoder: List[int]) -> Li
                     cons.append(Consumer(f"decoder.transpconvs.{d + 1}", 0))
             units.append(Unit(f"dec{d}.{i}", dec(d, i), "decoder", d, i, tuple(cons)))
     return units
+
+
+def full_resolution_units(units: List[Unit]) -> List[str]:
+    """Units at full resolution: encoder stage 0 and the last decoder stage (nnU-Net's first stage never downsamples)."""
+    last_dec = max(u.stage for u in units if u.side == "decoder")
+    return [u.name for u in units if u.stage == (0 if u.side == "encoder" else last_dec)]
+
+
+def head_path(unit: Unit) -> Optional[str]:
+    """The segmentation head a unit feeds (the last unit of a decoder stage), else None."""
+    return next((c.path for c in unit.consumers if c.path.startswith("decoder.seg_layers")), None)

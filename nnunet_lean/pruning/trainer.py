@@ -37,7 +37,7 @@ from nnunet_lean import architecture, runs
 from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
 from nnunet_lean.training import QuickSchedule, ScheduleOverrides
-from nnunet_lean.pruning import ranking, state
+from nnunet_lean.pruning import coupling, ranking, state
 from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
 from nnunet_lean.pruning.network import PrunableUNet
 from nnunet_lean.pruning.plots import plot_history
@@ -232,14 +232,14 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         """Each unit's floor: prune_min_channels, raised to prune_min_channels_full_resolution at full resolution
         (encoder stage 0 and the last decoder stage: nnU-Net's first stage never downsamples) and to
         prune_min_channels_head_inputs where the unit feeds a segmentation head (None: not raised)."""
-        units = self.raw_network().units.values()
-        last_dec = max(u.stage for u in units if u.side == "decoder")
+        units = list(self.raw_network().units.values())
+        full = set(coupling.full_resolution_units(units))
         floors = {}
         for u in units:
             raised = [self.prune_min_channels]
-            if u.stage == (0 if u.side == "encoder" else last_dec):
+            if u.name in full:
                 raised.append(self.prune_min_channels_full_resolution)
-            if any(c.path.startswith("decoder.seg_layers") for c in u.consumers):
+            if coupling.head_path(u) is not None:
                 raised.append(self.prune_min_channels_head_inputs)
             floors[u.name] = max(f for f in raised if f is not None)
         return floors
