@@ -94,18 +94,24 @@ def nnunet(tmp_path_factory) -> NNUNet:
 
 
 HIPPO_ID = 501
+# the pruning tests' plans: nnUNetPlans' PlainConvUNet at widths 8..64 instead of 32..256 (a STAMPTiny run took 164 s
+# on nnUNetPlans, 62 s on these, on 2 CPU cores, 2026-12-01); the stock plans' pruning runs are the studies'
+PRUNE_PLANS = "nnUNetPlansScaled25"
 
 
 @pytest.fixture(scope="session")
 def hippo(nnunet: NNUNet) -> NNUNet:
     """Dataset 501: 12 + 2 synthetic cases at 32³, planned and preprocessed with nnUNetPlans
-    (2d, 3d_fullres) and LeanPlanner (3d_fullres) by the stock command."""
+    (2d, 3d_fullres) and LeanPlanner (3d_fullres) by the stock command, plus PRUNE_PLANS (nnUNetPlans at a
+    quarter of its widths, the same data) for the pruning trainers' runs."""
     nnunet.run(["nnunet_lean", "make-dataset", "-d", str(HIPPO_ID), "-n", "12", "--num-test", "2",
                 "--size", "32", "--seed", "0"])
     nnunet.run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-c", "2d", "3d_fullres",
                 "--verify_dataset_integrity", "-np", "1", "1", "-npfp", "1"])
     nnunet.run(["nnUNetv2_plan_and_preprocess", "-d", str(HIPPO_ID), "-pl", "LeanPlanner",
                 "-c", "3d_fullres", "-np", "1", "-npfp", "1"])
+    nnunet.run(["nnunet_lean", "modify-plans", "-d", str(HIPPO_ID), "-p", "nnUNetPlans", "--scale", "0.25",
+                "-o", PRUNE_PLANS])
     return nnunet
 
 
@@ -114,10 +120,10 @@ STAMP = "nnUNetTrainerSTAMPTiny"
 
 @pytest.fixture(scope="session")
 def stamp(hippo: NNUNet) -> NNUNet:
-    """Folds 0 and 1 of nnUNetTrainerSTAMPTiny on nnUNetPlans 3d_fullres (--npz): they end at different
+    """Folds 0 and 1 of nnUNetTrainerSTAMPTiny on PRUNE_PLANS 3d_fullres (--npz): they end at different
     widths. Shared by the pruning and deployment tests."""
     for fold in (0, 1):
-        hippo.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", str(fold), "-tr", STAMP, "-p", "nnUNetPlans",
+        hippo.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", str(fold), "-tr", STAMP, "-p", PRUNE_PLANS,
                    "-device", "cpu", "--npz"], ext_trainers=True, training=True)
     return hippo
 
@@ -128,7 +134,7 @@ def stamp_predicted(stamp: NNUNet, tmp_path_factory) -> Path:
     for ensembling): the reference of the deployment and export tests."""
     out = tmp_path_factory.mktemp("stamp_predicted") / "folds01"
     stamp.run(["nnUNetv2_predict", "-i", str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs"), "-o", str(out),
-               "-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", "nnUNetPlans", "-f", "0", "1",
+               "-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", PRUNE_PLANS, "-f", "0", "1",
                "-device", "cpu", "-npp", "1", "-nps", "1", "--save_probabilities"], ext_trainers=True)
     return out
 

@@ -92,9 +92,9 @@ def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
     assert len(at_full) == 4 and {full[n] for n in at_full} == {3}
     assert {w for n, w in full.items() if n not in at_full} == {2}
     assert set(r["full_none"].values()) == {2}   # None: the full resolution goes down to the common floor too
-    # the trainers' default: 4 at full resolution, 2 elsewhere
-    assert {n for n, f in r["defaults"].items() if f == 4} == at_full and set(r["defaults"].values()) == {2, 4}
     # prune_min_channels_head_inputs: the last unit of every decoder stage (it feeds that stage's head)
     heads = {n for n in full if n.startswith("dec") and n.endswith(f".{max(int(u[-1]) for u in full)}")}
     assert {n for n, f in r["heads_5"].items() if f == 5} == heads and len(heads) == last_dec + 1
     assert all(r["heads_5"][n] == r["defaults"][n] for n in full if n not in heads)
+    # the trainers' default: 4 at full resolution and at every head's input, 2 elsewhere
+    assert {n for n, f in r["defaults"].items() if f == 4} == at_full | heads and set(r["defaults"].values()) == {2, 4}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIPPO_ID, STAMP, fold_dir, labels_of, load_json, per_label_dice
+from conftest import HIPPO_ID, PRUNE_PLANS, STAMP, fold_dir, labels_of, load_json, per_label_dice
 
-RUN = ["-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", "nnUNetPlans"]
+RUN = ["-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", PRUNE_PLANS]
 AGREE = 0.999   # per-label Dice between a backend's segmentation and nnUNetv2_predict's
 
 
@@ -48,18 +48,18 @@ def test_export_checks_itself_and_describes_the_folds(stamp, exported):
     manifest = load_json(out / "manifest.json")
     # nnU-Net's postprocessing travels when find_best_configuration has written it (test_pruning_end_to_end may
     # have run first)
-    run = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
+    run = fold_dir(stamp, STAMP, PRUNE_PLANS, "3d_fullres", None)
     pp = sorted(f"postprocessing/{f.parent.name}/{f.name}"
                 for f in run.glob("crossval_results_folds_*/postprocessing.*"))
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "fold_0.onnx", "fold_1.onnx", "manifest.json",
                                                       "plans.json"] + (["postprocessing"] if pp else [])
     assert manifest["trainer"] == STAMP and manifest["configuration"] == "3d_fullres" and manifest["opset"] == 17
     assert manifest["precision"] == "fp32" and manifest["mirroring_axes"] == [0, 1, 2]
-    plans = load_json(stamp.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")["configurations"]["3d_fullres"]
+    plans = load_json(stamp.dataset_dir(HIPPO_ID) / f"{PRUNE_PLANS}.json")["configurations"]["3d_fullres"]
     assert manifest["input"]["patch_size"] == plans["patch_size"] and manifest["input"]["shape"][:2] == [1, 1]
     f0, f1 = manifest["folds"]
     assert f0["widths"] != f1["widths"] and f0["parameters"] != f1["parameters"]  # pruned differently
-    trained = load_json(fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", 1) / "pruning_history.json")
+    trained = load_json(fold_dir(stamp, STAMP, PRUNE_PLANS, "3d_fullres", 1) / "pruning_history.json")
     assert sorted(f1["widths"].values()) == sorted(trained["steps"][-1]["widths"].values())
     for f in (f0, f1):
         c = f["self_check"]
@@ -155,9 +155,9 @@ def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
     """3d_cascade_fullres needs the 3d_lowres prediction as an input channel: export (which the ONNX backends
     of predict -d run first) and the torch backend refuse it in one line, exit 2, writing nothing. The stage
     is a copy of a trained fold whose plans make it one, in a results tree of its own."""
-    src = fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", None)
+    src = fold_dir(stamp, STAMP, PRUNE_PLANS, "3d_fullres", None)
     results = tmp_path / "results"
-    run = results / src.parent.name / f"{STAMP}__nnUNetPlans__3d_cascade_fullres"
+    run = results / src.parent.name / f"{STAMP}__{PRUNE_PLANS}__3d_cascade_fullres"
     shutil.copytree(src / "fold_0", run / "fold_0")
     plans = load_json(src / "plans.json")
     plans["configurations"]["3d_lowres"] = {"inherits_from": "3d_fullres", "next_stage": "3d_cascade_fullres"}
@@ -165,7 +165,7 @@ def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
     (run / "plans.json").write_text(json.dumps(plans))
     shutil.copy(src / "dataset.json", run / "dataset.json")
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    cascade = ["-d", str(HIPPO_ID), "-c", "3d_cascade_fullres", "-tr", STAMP, "-p", "nnUNetPlans", "-f", "0"]
+    cascade = ["-d", str(HIPPO_ID), "-c", "3d_cascade_fullres", "-tr", STAMP, "-p", PRUNE_PLANS, "-f", "0"]
     images = str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs")
     message = ("3d_cascade_fullres is a cascade stage (it needs the 3d_lowres prediction as input): use "
                "nnUNetv2_predict for it, or export and predict 3d_fullres or 2d")

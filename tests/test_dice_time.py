@@ -7,7 +7,7 @@ import torch
 from nnunet_lean.measure import dice_time
 from nnunet_lean.runs import TrainedFold
 
-from conftest import HIPPO_ID, STAMP, fold_dir
+from conftest import HIPPO_ID, PRUNE_PLANS, STAMP, fold_dir
 
 
 def fake_fold(root, trainer, durations, ema, checkpoint="checkpoint_final.pth", pause_after=None):
@@ -60,13 +60,13 @@ def test_the_log_comes_from_the_checkpoint_with_most_epochs(tmp_path):
 
 
 def test_cli_draws_real_folds_and_refuses_bad_input(stamp, tmp_path):
-    f0, f1 = (fold_dir(stamp, STAMP, "nnUNetPlans", "3d_fullres", f) for f in (0, 1))
+    f0, f1 = (fold_dir(stamp, STAMP, PRUNE_PLANS, "3d_fullres", f) for f in (0, 1))
     out = tmp_path / "curves" / "dice_time.png"
     proc = stamp.run(["nnunet_lean", "dice-vs-time", str(f0), str(f1), "-o", str(out)])
     data = json.loads(out.with_suffix(".json").read_text())
     assert [r["epochs"] for r in data["runs"]] == [4, 4] and data["reference"] == str(f0)
     assert data["runs"][0]["hours_to_target"] is not None and out.stat().st_size > 10_000
-    assert f"{STAMP} / nnUNetPlans / fold 1" in out.with_suffix(".md").read_text() and "fold 1" in proc.stdout
+    assert f"{STAMP} / {PRUNE_PLANS} / fold 1" in out.with_suffix(".md").read_text() and "fold 1" in proc.stdout
     empty = tmp_path / "T__P__3d_fullres" / "fold_0"
     empty.mkdir(parents=True)
     for argv, message in (([str(f0), str(empty)], "holds no checkpoint: train it first"),

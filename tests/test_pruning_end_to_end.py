@@ -1,7 +1,7 @@
 """Pruning trainers through the stock CLI on CPU: train two folds that end at different widths,
 predict them together, ensemble, evaluate; resume a killed run; retrain pruned widths from scratch.
 
-All on the stock nnUNetPlans of dataset 501 (widths 32..256), tiny schedules from tests/ext_trainers:
+All on dataset 501's nnUNetPlans at a quarter of its widths (PRUNE_PLANS: 8..64), tiny schedules from tests/ext_trainers:
 4 epochs x 25 iterations, 6 channels pruned at the start of epochs 1 and 2.
 """
 import json
@@ -12,10 +12,10 @@ import torch
 
 from nnunet_lean.pruning.state import CHECKPOINT_KEY, LEGACY_SUFFIX
 
-from conftest import HIPPO_ID, STAMP, fold_dir, labels_of, load_json, per_label_dice
+from conftest import HIPPO_ID, PRUNE_PLANS, STAMP, fold_dir, labels_of, load_json, per_label_dice
 from test_end_to_end import MIN_DICE, deep_supervision_dice, predict, test_dice
 
-PLANS = "nnUNetPlans"
+PLANS = PRUNE_PLANS
 WIDEST = "nnUNetTrainerPruneRandomWidestResume"
 CRASH = "nnUNetTrainerPruneRandomWidestResumeCrash"
 STAMP_SHORT = "nnUNetTrainerSTAMPShort"   # STAMPTiny's two pruning steps in 15 training steps

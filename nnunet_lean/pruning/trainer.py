@@ -103,8 +103,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_min_channels = 2              # no unit goes below this width (1: STAMP's reference; docs/learning.md)
     prune_min_channels_full_resolution: Optional[int] = 4   # a higher floor for the units at full resolution
                                         # (encoder stage 0, last decoder stage; None: prune_min_channels)
-    prune_min_channels_head_inputs: Optional[int] = None    # a higher floor for every unit that feeds a
-                                        # segmentation head (the last unit of each decoder stage)
+    prune_min_channels_head_inputs: Optional[int] = 4       # a higher floor for every unit that feeds a
+                                        # segmentation head (the last unit of each decoder stage; None: not raised)
     prune_keep_optimizer_state = False  # True: Adam's moments survive a step, cut like the weights (the
                                         # reference starts a fresh optimizer)
     prune_probe_batches = 0             # > 0: Dice on these validation batches right before and after each cut

@@ -90,6 +90,7 @@ class nnUNetTrainerSTAMPMin1Budget(nnUNetTrainerSTAMPBudget):
     reference (and our trainers until 2026-12-01) prune."""
     prune_min_channels = 1
     prune_min_channels_full_resolution = None
+    prune_min_channels_head_inputs = None
 
 
 class nnUNetTrainerSTAMPActivationProbeBudget(nnUNetTrainerSTAMPActivationBudget):
@@ -98,6 +99,7 @@ class nnUNetTrainerSTAMPActivationProbeBudget(nnUNetTrainerSTAMPActivationBudget
     down to the two-channel floor like every other unit (the trainers' setting until the probe's result)."""
     prune_probe_batches = 10
     prune_min_channels_full_resolution = None
+    prune_min_channels_head_inputs = None   # (its subclasses too: their runs predate the head floor)
 
 
 class nnUNetTrainerSTAMPActivationKeepAdamBudget(nnUNetTrainerSTAMPActivationProbeBudget):
@@ -112,8 +114,9 @@ class nnUNetTrainerSTAMPActivationProbeFullRes4Budget(nnUNetTrainerSTAMPActivati
 
 
 class nnUNetTrainerSTAMPHeads4Budget(nnUNetTrainerSTAMPBudget):
-    """The next candidate (docs/learning.md, first study run under the full-resolution floor): every unit that feeds a
-    segmentation head keeps 4 channels too, so that no deep-supervision output is cut from under its head."""
+    """The candidate of docs/learning.md (first study run under the full-resolution floor), the pruning trainers' default
+    since 2026-12-01 (kept so that its probe command still runs): every unit that feeds a segmentation head keeps 4
+    channels too, so that no deep-supervision output is cut from under its head."""
     prune_min_channels_head_inputs = 4
 
 
