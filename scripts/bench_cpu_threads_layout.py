@@ -29,7 +29,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     st = compare.setting(args.d, args.c, args.p)
-    nets = [(label, cls) for label, cls, _ in compare.candidates(["nnUNetTrainerLean"], [])]
+    nets = [(label, cls) for label, cls, _ in compare.candidates(["nnUNetTrainerLean"], [], args.p, args.c)]
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)

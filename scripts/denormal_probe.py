@@ -74,7 +74,7 @@ def step_seconds(fold_dir: str, checkpoint_name: str, fp32: bool, repeats: int) 
     run = runs.TrainedFold.open(fold_dir)
     ckpt = run.load(checkpoint_name)
     st = report.setting(run.dataset_name, run.configuration, run.plans)
-    cls = report.candidates([run.trainer], [])[1][1]
+    cls = report.candidates([run.trainer], [], run.plans, run.configuration)[1][1]
     net = st.build(cls, True, ckpt["network_weights"])
     if not fp32:
         autocast_training_forward(net)

@@ -225,6 +225,12 @@ def test_report_measures_a_pruned_fold_at_its_trained_widths(stamp, tmp_path):
     folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
     cmd = ["nnunet_lean", "report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1",
            "--predict-repeats", "1", "-o", str(tmp_path / "r")]
+    # a pruned fold's weights fit only its own plans: measured against others (-p defaults to nnUNetPlans), refused
+    proc = stamp.run(cmd, ext_trainers=True, check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and f"measure it with -p {PLANS} -c 3d_fullres" in err[0], proc.stderr
+    assert not list(tmp_path.iterdir())
+    cmd += ["-p", PLANS]
     bf16 = cpu_has_native_bf16()   # the studies' training precision on this CPU (docs/learning.md)
     if not bf16:   # refused in one line, nothing written; then measured in fp32
         proc = stamp.run([*cmd, "--cpu-bf16"], ext_trainers=True, check=False)

@@ -31,7 +31,10 @@ def _loss(configuration_manager, label_manager):
     return DeepSupervisionWrapper(base, weights / weights.sum())
 
 
-def candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tuple[str, type, Optional[dict]]]:
+def candidates(trainers: Sequence[str], pruned_folds: Sequence[str], plans: str,
+               configuration: str) -> List[Tuple[str, type, Optional[dict]]]:
+    """(label, trainer class, weights or None) per network measured; a pruned fold must come from the measured
+    plans and configuration (its weights fit no other network)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
@@ -46,6 +49,9 @@ def candidates(trainers: Sequence[str], pruned_folds: Sequence[str]) -> List[Tup
         out.append((name, find(name), None))
     for fold_dir in pruned_folds:
         run = runs.TrainedFold.open(fold_dir)
+        if (run.plans, run.configuration) != (plans, configuration):
+            raise PlansError(f"{fold_dir} was trained on {run.plans} {run.configuration}: measure it with "
+                             f"-p {run.plans} -c {run.configuration}")
         weights = run.weights("checkpoint_final.pth")
         out.append((f"{run.trainer} {run.path.name} (as trained)", find(run.trainer), weights))
     return out
@@ -106,7 +112,7 @@ def report(dataset: str, configuration: str, plans: str, trainers: Sequence[str]
         return p
 
     builds = [(label, lambda ds, cls=cls, weights=weights: st.build(cls, ds, weights))
-              for label, cls, weights in candidates(trainers, pruned_folds)]
+              for label, cls, weights in candidates(trainers, pruned_folds, plans, configuration)]
     results = measure.measure(builds, st.loss, predictor, st.patch, st.batch, st.case_shape, st.in_ch, st.out_ch,
                               dev, step_repeats, predict_repeats, cpu_bf16)
     meta = {"dataset": os.path.basename(st.folder), "plans": plans, "configuration": configuration,
