@@ -82,7 +82,8 @@ def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference,
         predict(stamp, tmp_path / "onnxruntime", "-m", str(moved), "--backend", "onnxruntime", "-npp", "0", "-nps",
                 "0", env=bare)   # nnU-Net's sequential path (no worker processes)
         predict(stamp, tmp_path / "openvino", "-m", str(moved), "--backend", "openvino", env=bare)
-        predict(stamp, tmp_path / "bf16", "-m", str(moved), "--backend", "openvino", "--bf16", env=bare)
+        predict(stamp, tmp_path / "bf16", "-m", str(moved), "--backend", "openvino", "--bf16", "-npp", "0", "-nps",
+                "0", env=bare)
     finally:
         hidden.rename(exported[0])
     # from the trained folds: torch directly (the on-the-fly export for an ONNX backend: test_end_to_end's 2d fold)

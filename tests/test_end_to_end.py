@@ -28,9 +28,11 @@ def trained(hippo):
 
 
 def predict(nnunet, out, trainer, plans, config):
+    """Stock nnUNetv2_predict, sequential (-npp 0 -nps 0: no worker processes to start, ~6 s less a call here; the
+    shared stamp_predicted fixture runs the worker-pool path)."""
     images = nnunet.dataset_dir(HIPPO_ID, "raw") / "imagesTs"
     nnunet.run(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(HIPPO_ID), "-c", config,
-                "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+                "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
                 "--save_probabilities"], ext_trainers=True)
     return out
 
