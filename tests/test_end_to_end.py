@@ -3,13 +3,16 @@
 Trained here (fold 0, tiny schedules from tests/ext_trainers, --npz):
   A3: nnUNetTrainerLeanTiny on the STOCK nnUNetPlans, 3d_fullres   (lean trainer, stock plans)
   A2: the same in 2d                                               (second configuration)
-  B : nnUNetTrainerTiny (stock network code) on nnUNetLeanPlans     (stock trainer, lean plans)
+  B : nnUNetTrainerTiny (stock network code) on LEAN_PLANS          (stock trainer, lean plans)
+The lean network is LUnet Nf=16 in both (nnUNetTrainerLean_Nf16; LeanPlannerNf16's nnUNetLeanNf16Plans): half the
+default width and twice as fast a step here; the planner tests check nnUNetLeanPlans itself.
 """
 import pytest
 import torch
 
 from conftest import HIPPO_ID, fold_dir, labels_of, load_json, per_label_dice
 
+LEAN_PLANS, NF = "nnUNetLeanNf16Plans", 16
 MIN_DICE = 0.5  # all-background scores 0; the tiny trainers' 100 CPU steps reach ~0.8 here
 FLUSHED = "denormals flushed to zero on the CPU (FTZ/DAZ)"
 
@@ -23,7 +26,8 @@ def train(nnunet, trainer, plans, config):
 def trained(hippo):
     train(hippo, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres")
     train(hippo, "nnUNetTrainerLeanTiny", "nnUNetPlans", "2d")
-    train(hippo, "nnUNetTrainerTiny", "nnUNetLeanPlans", "3d_fullres")
+    hippo.run(["nnUNetv2_plan_experiment", "-d", str(HIPPO_ID), "-pl", "LeanPlannerNf16"])  # its data: nnUNetPlans'
+    train(hippo, "nnUNetTrainerTiny", LEAN_PLANS, "3d_fullres")
     return hippo
 
 
@@ -71,7 +75,7 @@ def hidden_conv_widths(checkpoint) -> set:
 
 def test_lean_trainer_on_stock_plans_trains_a_constant_width_net(trained):
     ckpt = fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres") / "checkpoint_final.pth"
-    assert hidden_conv_widths(ckpt) == {32}
+    assert hidden_conv_widths(ckpt) == {NF}
     # set before nnU-Net's first parallel op, so every thread of the pool flushes (precision.flush_denormals)
     assert FLUSHED in next(ckpt.parent.glob("training_log_*.txt")).read_text()
     stock = load_json(trained.dataset_dir(HIPPO_ID) / "nnUNetPlans.json")
@@ -79,24 +83,24 @@ def test_lean_trainer_on_stock_plans_trains_a_constant_width_net(trained):
 
 
 def test_stock_trainer_on_lean_plans_trains_a_constant_width_net(trained):
-    ckpt = fold_dir(trained, "nnUNetTrainerTiny", "nnUNetLeanPlans", "3d_fullres") / "checkpoint_final.pth"
-    assert hidden_conv_widths(ckpt) == {32}
+    ckpt = fold_dir(trained, "nnUNetTrainerTiny", LEAN_PLANS, "3d_fullres") / "checkpoint_final.pth"
+    assert hidden_conv_widths(ckpt) == {NF}
     assert "denormals" not in next(ckpt.parent.glob("training_log_*.txt")).read_text()   # nnU-Net's own trainer
 
 
 def test_lean_trainer_and_stock_vanilla_adam_on_lean_plans_train_the_same_network(trained):
     """README's advice for lean plans (-tr nnUNetTrainerVanillaAdam) is the lean recipe: seeded alike, the two
-    user paths (nnUNetTrainerLean on stock plans, VanillaAdam on nnUNetLeanPlans) end at the same weights."""
+    user paths (nnUNetTrainerLean on stock plans, VanillaAdam on lean plans) end at the same weights."""
     a, b = (torch.load(fold_dir(trained, t, p, "3d_fullres") / "checkpoint_final.pth", map_location="cpu",
                        weights_only=False)["network_weights"]
-            for t, p in (("nnUNetTrainerLeanTiny", "nnUNetPlans"), ("nnUNetTrainerTiny", "nnUNetLeanPlans")))
+            for t, p in (("nnUNetTrainerLeanTiny", "nnUNetPlans"), ("nnUNetTrainerTiny", LEAN_PLANS)))
     assert a.keys() == b.keys()
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst < 1e-5, worst
 
 
 @pytest.mark.parametrize("trainer, plans", [("nnUNetTrainerLeanTiny", "nnUNetPlans"),
-                                            ("nnUNetTrainerTiny", "nnUNetLeanPlans")])
+                                            ("nnUNetTrainerTiny", LEAN_PLANS)])
 def test_predict_and_evaluate_test_cases(predicted, trained, trainer, plans):
     out = predicted(trainer, plans, "3d_fullres")
     assert test_dice(trained, out, plans) > MIN_DICE
@@ -172,8 +176,8 @@ def test_deep_supervision_dice_on_the_training_cases(trained, ds_val, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_another_recipe(trained):
-    """A run begun with nnU-Net's SGD before nnUNetTrainerLean had the lean recipe: --c refuses it and
-    names the trainer that has the old recipe; under that trainer's name it resumes."""
+    """A run begun with nnU-Net's SGD before nnUNetTrainerLean (here its Nf=16 variant, LeanTiny's network) had the
+    lean recipe: --c refuses it and names the trainer that has the old recipe; under that trainer's name it resumes."""
     from nnunet_lean.recipe import NnunetRecipe
     ckpt = torch.load(fold_dir(trained, "nnUNetTrainerLeanTiny", "nnUNetPlans", "3d_fullres") / "checkpoint_final.pth",
                       map_location="cpu", weights_only=False)
@@ -185,20 +189,21 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(trained):
         network, initial_lr, weight_decay, num_epochs = torch.nn.ParameterList(params), 1e-2, 3e-5, 1000
     ckpt["optimizer_state"] = NnunetRecipe.configure_optimizers(Old())[0].state_dict()
     ckpt["current_epoch"] = 999  # one epoch of nnUNetTrainerLean's 1000 left: an unfinished run
-    folder = fold_dir(trained, "nnUNetTrainerLean", "nnUNetPlans", "3d_fullres")
+    lean = "nnUNetTrainerLean_Nf16"
+    folder = fold_dir(trained, lean, "nnUNetPlans", "3d_fullres")
     folder.mkdir(parents=True)
     torch.save(ckpt, folder / "checkpoint_latest.pth")
     args = ["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", "0", "-p", "nnUNetPlans", "-device", "cpu", "--c"]
-    proc = trained.run(args + ["-tr", "nnUNetTrainerLean"], training=True, check=False)
+    proc = trained.run(args + ["-tr", lean], training=True, check=False)
     assert proc.returncode != 0 and not (folder / "checkpoint_final.pth").exists()
-    assert ("this checkpoint was trained with SGD, lr 0.01, but nnUNetTrainerLean now trains with Adam, lr 0.01: "
-            "resume it with -tr nnUNetTrainerLeanSGD after renaming the folder "
-            "nnUNetTrainerLean__nnUNetPlans__3d_fullres to nnUNetTrainerLeanSGD__nnUNetPlans__3d_fullres") \
+    assert (f"this checkpoint was trained with SGD, lr 0.01, but {lean} now trains with Adam, lr 0.01: "
+            f"resume it with -tr {lean}SGD after renaming the folder "
+            f"{lean}__nnUNetPlans__3d_fullres to {lean}SGD__nnUNetPlans__3d_fullres") \
         in proc.stderr, proc.stderr[-2000:]
-    renamed = fold_dir(trained, "nnUNetTrainerLeanSGD", "nnUNetPlans", "3d_fullres").parent
+    renamed = fold_dir(trained, f"{lean}SGD", "nnUNetPlans", "3d_fullres").parent
     folder.parent.rename(renamed)
     ckpt["current_epoch"] = 1000  # (so that this test trains no 250-step epoch: the run is just finished)
     torch.save(ckpt, renamed / "fold_0" / "checkpoint_latest.pth")
-    trained.run(args + ["-tr", "nnUNetTrainerLeanSGD"], training=True)
+    trained.run(args + ["-tr", f"{lean}SGD"], training=True)
     final = torch.load(renamed / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["optimizer_state"]["param_groups"][0]["momentum"] == 0.99 and final["current_epoch"] == 1000

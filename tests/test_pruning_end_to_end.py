@@ -121,8 +121,8 @@ def test_resume_restores_widths_history_dropout_rng_and_optimizer(hippo, tmp_pat
     saved_moments = {str(i): float(s["exp_avg"].double().sum())  # the lean recipe's Adam
                      for i, s in latest["optimizer_state"]["state"].items()}
     assert restored["adam_moments"] == pytest.approx(saved_moments) and len(saved_moments) > 10
-    # prune_keep_optimizer_state: Adam went on through the step at epoch 1 (3 epochs x 5 steps; fresh: 10)
-    assert {int(s["step"]) for s in latest["optimizer_state"]["state"].values()} == {15}
+    # prune_keep_optimizer_state: Adam went on through the step at epoch 1 (3 epochs x 10 steps; fresh: 20)
+    assert {int(s["step"]) for s in latest["optimizer_state"]["state"].values()} == {30}
     # ... and the run went on pruning exactly as an uninterrupted run with the same seed does
     resumed = load_json(folder / "pruning_history.json")["steps"]
     straight = load_json(fold_dir(hippo, WIDEST, PLANS, "3d_fullres", 0) / "pruning_history.json")["steps"]
