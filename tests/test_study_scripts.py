@@ -344,3 +344,18 @@ def test_cut_probe_repairs_keep_what_they_claim_on_a_hand_made_head_input():
         with torch.no_grad():
             assert (plain(x)[0] - before).abs().max() > 0.1
             assert (repaired(x)[0] - before).abs().max() < 1e-3, cut
+
+
+def test_head_probe_reads_what_a_dead_head_no_longer_does():
+    """scripts/head_probe.py's linear probe: inputs that carry the labels (a foreground detector among noise) are read
+    back (Dice ~1) whatever the head does; inputs of pure noise are not."""
+    import torch
+
+    script = _script("head_probe")
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(20000, generator=g) < 0.05).long()          # 5 % foreground, as a small structure
+    noise = torch.randn(20000, 3, generator=g)
+    informative = torch.cat([noise, 3.0 * y[:, None].float() + 0.3 * torch.randn(20000, 1, generator=g)], 1)
+    assert script.foreground_dice(torch.zeros_like(y), y) == 0.0       # a head stuck at background
+    assert script.foreground_dice(script.linear_probe(informative, y, 2), y) > 0.95
+    assert script.foreground_dice(script.linear_probe(noise, y, 2), y) < 0.2

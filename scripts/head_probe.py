@@ -1,0 +1,124 @@
+"""Can a trained fold's segmentation heads still read their inputs? Per deep-supervision output: the head's Dice on
+the fold's validation cases, and the Dice of a linear probe (class-balanced logistic regression) fitted on the head's
+input features to the true labels at that resolution, with the inputs' mean over foreground and background voxels.
+
+    python scripts/head_probe.py FOLD_DIR [FOLD_DIR ...] [--checkpoint checkpoint_final.pth] [--json FILE]
+
+A dead output (head Dice ~0) whose probe scores well still has the information in its inputs: the head, not the
+features, stopped reading it (docs/learning.md, "Why a coarser output dies"). Whole cases, no mirroring; the probe
+is fitted and scored on the same voxels (a few parameters per class on 10^5 voxels). Labels at a coarser output are
+the full-resolution labels sampled at its stride, as nnU-Net's deep-supervision targets are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cut_probe import _padded, validation_cases  # noqa: E402  (the same cases and padding as cut_probe)
+
+from nnunet_lean import architecture, runs  # noqa: E402
+from nnunet_lean.errors import exit_on_error  # noqa: E402
+from nnunet_lean.pruning.trainer import prunable_architecture  # noqa: E402
+from nnunet_lean.tables import markdown_table  # noqa: E402
+
+
+def foreground_dice(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Dice of foreground (any label > 0) against foreground, voxels pooled."""
+    p, g = pred > 0, labels > 0
+    return float(2 * (p & g).sum() / max(1, int(p.sum() + g.sum())))
+
+
+def linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class-balanced multinomial logistic regression of ``y`` (voxels) on ``x`` (voxels x channels), standardised;
+    returns its argmax prediction per voxel."""
+    xs = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    counts = torch.bincount(y, minlength=n_classes).float()
+    weight = counts.sum() / (n_classes * counts.clamp(min=1))
+    opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xs @ w + b, y, weight=weight)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        return (xs @ w + b).argmax(1)
+
+
+def head_inputs(net, cases: list) -> dict:
+    """Per segmentation head (full resolution first): its stride, inputs (voxels x channels), logits (voxels x
+    classes) and labels (voxels) over ``cases``, cropped to each case's own extent."""
+    heads = [f"decoder.seg_layers.{i}" for i in reversed(range(len(net.decoder.seg_layers)))]
+    seen = {}
+    hooks = [net.get_submodule(h).register_forward_hook(lambda m, i, o, h=h: seen.__setitem__(h, (i[0], o)))
+             for h in heads]
+    out = {h: {"x": [], "logits": [], "y": []} for h in heads}
+    with torch.no_grad():
+        for data, seg in cases:
+            padded = _padded(data)
+            net(padded[None])
+            for h in heads:
+                x, logits = seen[h]
+                stride = padded.shape[1] // x.shape[2]
+                lab = np.ascontiguousarray(seg[::stride, ::stride, ::stride])
+                crop = (0, slice(None)) + tuple(slice(0, s) for s in lab.shape)
+                out[h]["stride"] = stride
+                out[h]["x"].append(x[crop].flatten(1).T)
+                out[h]["logits"].append(logits[crop].flatten(1).T)
+                out[h]["y"].append(torch.from_numpy(lab).flatten().long())
+    for hk in hooks:
+        hk.remove()
+    return {h: {"stride": d["stride"], **{k: torch.cat(d[k]) for k in ("x", "logits", "y")}} for h, d in out.items()}
+
+
+def probe_fold(fold_dir: str, checkpoint: str) -> list:
+    fold = runs.TrainedFold.open(fold_dir)
+    predictor = runs.load_predictor([fold], checkpoint, use_mirroring=False, allow_tqdm=False)
+    n_classes = predictor.label_manager.num_segmentation_heads
+    arch = prunable_architecture(architecture.from_configuration(predictor.configuration_manager))
+    net = architecture.build(arch, predictor.network.encoder.stages[0][0].convs[0].conv.in_channels, n_classes,
+                             deep_supervision=True)
+    net.load_state_dict(predictor.list_of_parameters[0])
+    net.eval()
+    rows = []
+    for head, d in head_inputs(net, validation_cases(fold, predictor.configuration_manager.data_identifier)).items():
+        fg, bg = d["x"][d["y"] > 0].mean(0), d["x"][d["y"] == 0].mean(0)
+        rows.append({"fold": str(fold.path), "output": "full" if d["stride"] == 1 else f"1/{d['stride']}",
+                     "head": head, "inputs": int(d["x"].shape[1]),
+                     "head dice": foreground_dice(d["logits"].argmax(1), d["y"]),
+                     "probe dice": foreground_dice(linear_probe(d["x"], d["y"], n_classes), d["y"]),
+                     "input mean, foreground": [round(float(v), 2) for v in fg],
+                     "input mean, background": [round(float(v), 2) for v in bg],
+                     "head bias": [round(float(v), 2) for v in net.get_submodule(head).bias]})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fold_dirs", nargs="+")
+    ap.add_argument("--checkpoint", default="checkpoint_final.pth")
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)   # beside a study: one core
+    rows = [r for f in args.fold_dirs for r in probe_fold(f, args.checkpoint)]
+    print(markdown_table([{"fold": f"{Path(r['fold']).parent.name.split('__')[0]} {Path(r['fold']).name}",
+                           "output": r["output"], "inputs": r["inputs"], "head Dice": f"{r['head dice']:.3f}",
+                           "linear probe Dice": f"{r['probe dice']:.3f}",
+                           **{k: r[k] for k in ("input mean, foreground", "input mean, background", "head bias")}}
+                          for r in rows]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_error(main, "head_probe.py"))
