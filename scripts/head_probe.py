@@ -2,7 +2,12 @@
 the fold's validation cases, and the Dice of a linear probe (class-balanced logistic regression) fitted on the head's
 input features to the true labels at that resolution, with the inputs' mean over foreground and background voxels.
 
-    python scripts/head_probe.py FOLD_DIR [FOLD_DIR ...] [--checkpoint checkpoint_final.pth] [--json FILE]
+    python scripts/head_probe.py FOLD_DIR [FOLD_DIR ...] [--checkpoint checkpoint_final.pth] [--json FILE] [--cut]
+
+--cut: also halve each head's input unit as STAMP (activation) would pick (cut_probe's ranking: lowest norms after
+the nonlinearity over the validation cases; not below 2) and report which kind of channel went (foreground detectors:
+mean over the hippocampus above the mean over background), the head's Dice and the full-resolution Dice after the
+cut, and the probe's Dice on what is left (what a head refitted to the labels would score).
 
 A dead output (head Dice ~0) whose probe scores well still has the information in its inputs: the head, not the
 features, stopped reading it (docs/learning.md, "Why a coarser output dies"). Whole cases, no mirroring; the probe
@@ -20,10 +25,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cut_probe import _padded, validation_cases  # noqa: E402  (the same cases and padding as cut_probe)
+from cut_probe import _padded, measure, validation_cases  # noqa: E402  (the same cases, padding, ranking)
 
 from nnunet_lean import architecture, runs  # noqa: E402
 from nnunet_lean.errors import exit_on_error  # noqa: E402
+from nnunet_lean.pruning import ranking  # noqa: E402
+from nnunet_lean.pruning.coupling import head_path  # noqa: E402
 from nnunet_lean.pruning.trainer import prunable_architecture  # noqa: E402
 from nnunet_lean.tables import markdown_table  # noqa: E402
 
@@ -80,7 +87,36 @@ def head_inputs(net, cases: list) -> dict:
     return {h: {"stride": d["stride"], **{k: torch.cat(d[k]) for k in ("x", "logits", "y")}} for h, d in out.items()}
 
 
-def probe_fold(fold_dir: str, checkpoint: str) -> list:
+def cut_rows(net, cases: list, probed: dict, n_classes: int) -> list:
+    """Each head's input unit halved (STAMP activation picks, floor 2): what went, and what the head and the
+    full-resolution output score after the cut, before any training."""
+    import copy
+
+    norms, _ = measure(net, [d for d, _ in cases])
+    scores = ranking.normalise(norms)
+    full = next(iter(probed))
+    rows = []
+    for head, d in probed.items():
+        unit = next(n for n, u in net.units.items() if head_path(u) == head)
+        width = net.widths()[unit]
+        picks = [(unit, int(c)) for c in torch.argsort(scores[unit])[:width - max(2, width // 2)].tolist()]
+        fg_detector = d["x"][d["y"] > 0].mean(0) > d["x"][d["y"] == 0].mean(0)
+        cut = copy.deepcopy(net)
+        cut.remove_picks(picks)
+        after = head_inputs(cut, cases)
+        rows.append({"head": head, "unit": f"{unit} {width}->{width - len(picks)}",
+                     "foreground detectors cut / in the unit": f"{sum(bool(fg_detector[c]) for _, c in picks)} / "
+                                                               f"{int(fg_detector.sum())}",
+                     "head dice before": foreground_dice(d["logits"].argmax(1), d["y"]),
+                     "head dice after the cut": foreground_dice(after[head]["logits"].argmax(1), after[head]["y"]),
+                     "probe dice after the cut": foreground_dice(
+                         linear_probe(after[head]["x"], after[head]["y"], n_classes), after[head]["y"]),
+                     "full-resolution dice after the cut": foreground_dice(after[full]["logits"].argmax(1),
+                                                                           after[full]["y"])})
+    return rows
+
+
+def probe_fold(fold_dir: str, checkpoint: str, cut: bool = False) -> tuple:
     fold = runs.TrainedFold.open(fold_dir)
     predictor = runs.load_predictor([fold], checkpoint, use_mirroring=False, allow_tqdm=False)
     n_classes = predictor.label_manager.num_segmentation_heads
@@ -89,8 +125,10 @@ def probe_fold(fold_dir: str, checkpoint: str) -> list:
                              deep_supervision=True)
     net.load_state_dict(predictor.list_of_parameters[0])
     net.eval()
+    cases = validation_cases(fold, predictor.configuration_manager.data_identifier)
+    probed = head_inputs(net, cases)
     rows = []
-    for head, d in head_inputs(net, validation_cases(fold, predictor.configuration_manager.data_identifier)).items():
+    for head, d in probed.items():
         fg, bg = d["x"][d["y"] > 0].mean(0), d["x"][d["y"] == 0].mean(0)
         rows.append({"fold": str(fold.path), "output": "full" if d["stride"] == 1 else f"1/{d['stride']}",
                      "head": head, "inputs": int(d["x"].shape[1]),
@@ -99,7 +137,8 @@ def probe_fold(fold_dir: str, checkpoint: str) -> list:
                      "input mean, foreground": [round(float(v), 2) for v in fg],
                      "input mean, background": [round(float(v), 2) for v in bg],
                      "head bias": [round(float(v), 2) for v in net.get_submodule(head).bias]})
-    return rows
+    cuts = [dict(fold=str(fold.path), **r) for r in cut_rows(net, cases, probed, n_classes)] if cut else []
+    return rows, cuts
 
 
 def main() -> int:
@@ -107,16 +146,23 @@ def main() -> int:
     ap.add_argument("fold_dirs", nargs="+")
     ap.add_argument("--checkpoint", default="checkpoint_final.pth")
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument("--cut", action="store_true", help="also halve each head's input unit (see above)")
     args = ap.parse_args()
     torch.set_num_threads(1)   # beside a study: one core
-    rows = [r for f in args.fold_dirs for r in probe_fold(f, args.checkpoint)]
+    done = [probe_fold(f, args.checkpoint, args.cut) for f in args.fold_dirs]
+    rows, cuts = [r for d in done for r in d[0]], [r for d in done for r in d[1]]
     print(markdown_table([{"fold": f"{Path(r['fold']).parent.name.split('__')[0]} {Path(r['fold']).name}",
                            "output": r["output"], "inputs": r["inputs"], "head Dice": f"{r['head dice']:.3f}",
                            "linear probe Dice": f"{r['probe dice']:.3f}",
                            **{k: r[k] for k in ("input mean, foreground", "input mean, background", "head bias")}}
                           for r in rows]))
+    if cuts:
+        print()
+        print(markdown_table([{"fold": f"{Path(r['fold']).parent.name.split('__')[0]} {Path(r['fold']).name}",
+                               **{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in r.items() if k != "fold"}}
+                              for r in cuts]))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps({"heads": rows, "cuts": cuts}, indent=1))
     return 0
 
 
