@@ -81,7 +81,8 @@ def head_inputs(net, cases: list) -> dict:
                 out[h]["stride"] = stride
                 out[h]["x"].append(x[crop].flatten(1).T)
                 out[h]["logits"].append(logits[crop].flatten(1).T)
-                out[h]["y"].append(torch.from_numpy(lab).flatten().long())
+                out[h]["y"].append(torch.from_numpy(lab).flatten().long().clamp(min=0))  # -1 (outside nnU-Net's
+                # nonzero mask, where a plan crops to it) counts as background, as in the Dice of cut_probe
     for hk in hooks:
         hk.remove()
     return {h: {"stride": d["stride"], **{k: torch.cat(d[k]) for k in ("x", "logits", "y")}} for h, d in out.items()}
