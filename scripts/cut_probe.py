@@ -73,11 +73,11 @@ def main() -> int:
     return 0
 
 
-def _network(predictor, arch: dict) -> PrunableUNet:
-    """The fold's weights in a PrunableUNet without deep supervision (nnU-Net's predictor's own network may be a
-    plain PlainConvUNet)."""
+def _network(predictor, arch: dict, deep_supervision: bool = False) -> PrunableUNet:
+    """The fold's weights in a PrunableUNet, in eval mode, without deep supervision unless asked (nnU-Net's
+    predictor's own network may be a plain PlainConvUNet)."""
     net = architecture.build(arch, predictor.network.encoder.stages[0][0].convs[0].conv.in_channels,
-                             predictor.label_manager.num_segmentation_heads, deep_supervision=False)
+                             predictor.label_manager.num_segmentation_heads, deep_supervision=deep_supervision)
     net.load_state_dict(predictor.list_of_parameters[0])
     return net.eval()
 

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cut_probe import _padded, measure, validation_cases  # noqa: E402  (the same cases, padding, ranking)
+from cut_probe import _network, _padded, measure, validation_cases  # noqa: E402  (cut_probe's loading, cases,
+# padding and ranking)
 
 from nnunet_lean import architecture, runs  # noqa: E402
 from nnunet_lean.errors import exit_on_error  # noqa: E402
@@ -121,11 +122,8 @@ def probe_fold(fold_dir: str, checkpoint: str, cut: bool = False) -> tuple:
     fold = runs.TrainedFold.open(fold_dir)
     predictor = runs.load_predictor([fold], checkpoint, use_mirroring=False, allow_tqdm=False)
     n_classes = predictor.label_manager.num_segmentation_heads
-    arch = prunable_architecture(architecture.from_configuration(predictor.configuration_manager))
-    net = architecture.build(arch, predictor.network.encoder.stages[0][0].convs[0].conv.in_channels, n_classes,
-                             deep_supervision=True)
-    net.load_state_dict(predictor.list_of_parameters[0])
-    net.eval()
+    net = _network(predictor, prunable_architecture(architecture.from_configuration(predictor.configuration_manager)),
+                   deep_supervision=True)
     cases = validation_cases(fold, predictor.configuration_manager.data_identifier)
     probed = head_inputs(net, cases)
     rows = []

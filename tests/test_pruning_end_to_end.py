@@ -47,7 +47,7 @@ def test_stamp_prunes_the_widest_layers_and_logs_each_step(stamp):
     total = sum(history["initial_widths"].values())
     assert [s["channels_left"] for s in history["steps"]] == [total - 6, total - 12]
     assert history["steps"][1]["params"] < history["steps"][0]["params"] < history["initial_params"]
-    # layer-normalised ranking prefers the 256-wide bottleneck (36 % of all channels) over the rest,
+    # layer-normalised ranking prefers the 64-wide bottleneck (36 % of all channels) over the rest,
     # though a near-dead channel elsewhere may go first
     picks = [n for s in history["steps"] for n, _ in s["picks"]]
     assert sum(n.startswith("enc3.") for n in picks) >= 0.5 * len(picks), picks
