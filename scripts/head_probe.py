@@ -30,7 +30,7 @@ from cut_probe import _network, _padded, measure, validation_cases  # noqa: E402
 
 from nnunet_lean import architecture, runs  # noqa: E402
 from nnunet_lean.errors import exit_on_error  # noqa: E402
-from nnunet_lean.pruning import ranking  # noqa: E402
+from nnunet_lean.pruning import heads, ranking  # noqa: E402
 from nnunet_lean.pruning.coupling import head_path  # noqa: E402
 from nnunet_lean.pruning.trainer import prunable_architecture  # noqa: E402
 from nnunet_lean.tables import markdown_table  # noqa: E402
@@ -43,23 +43,10 @@ def foreground_dice(pred: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Class-balanced multinomial logistic regression of ``y`` (voxels) on ``x`` (voxels x channels), standardised;
-    returns its argmax prediction per voxel."""
-    xs = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    counts = torch.bincount(y, minlength=n_classes).float()
-    weight = counts.sum() / (n_classes * counts.clamp(min=1))
-    opt = torch.optim.LBFGS([w, b], max_iter=200)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xs @ w + b, y, weight=weight)
-        loss.backward()
-        return loss
-    opt.step(closure)
-    with torch.no_grad():
-        return (xs @ w + b).argmax(1)
+    """The pruning trainers' head refit (class-balanced logistic regression, nnunet_lean.pruning.heads) of ``y``
+    (voxels) on ``x`` (voxels x channels), from zero; returns its argmax prediction per voxel."""
+    w, b = heads.fit_linear(x, y, n_classes)
+    return (x @ w.T + b).argmax(1)
 
 
 def head_inputs(net, cases: list) -> dict:

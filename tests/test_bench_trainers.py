@@ -17,6 +17,7 @@ t = nnUNetTrainerSTAMPBudget(plans, "3d_fullres", 0, json.load(open(os.path.join
 t.initialize()
 patch = t.configuration_manager.patch_size
 t.dataloader_train = iter(lambda: {"data": torch.randn(2, 1, *patch)}, None)
+t.prune_refit_heads = None   # batches without labels: the head refit is tested in test_pruning_heads / _end_to_end
 """
 
 BF16_PRUNE_STEP = STAMP_BUDGET_TRAINER + """
@@ -65,7 +66,7 @@ def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo,
 
 FLOOR_STEP = STAMP_BUDGET_TRAINER + """
 t.importance_batches, t.prune_channels_per_step, t.current_epoch = 1, 10 ** 6, 9  # each step takes all it may
-r = {"defaults": t.unit_floors()}
+r = {"defaults": t.unit_floors(), "refit_default": type(t).prune_refit_heads}
 t.prune_min_channels_head_inputs = 5
 r["heads_5"] = t.unit_floors()
 t.prune_min_channels_head_inputs = None
@@ -98,3 +99,4 @@ def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
     assert all(r["heads_5"][n] == r["defaults"][n] for n in full if n not in heads)
     # the trainers' default: 4 at full resolution and at every head's input, 2 elsewhere
     assert {n for n, f in r["defaults"].items() if f == 4} == at_full | heads and set(r["defaults"].values()) == {2, 4}
+    assert r["refit_default"] == "all"

@@ -1,5 +1,5 @@
-"""Under DDP every rank must prune the same channels: two gloo processes on CPU, each with its own
-batches and its own random generator, end a few pruning steps with identical networks."""
+"""Under DDP every rank must prune the same channels (and refit the same heads): two gloo processes on CPU, each
+with its own batches and its own random generator, end a few pruning steps with identical networks."""
 import socket
 
 import numpy as np
@@ -20,15 +20,17 @@ def _free_port() -> int:
 
 
 def _rank_main(rank: int, world: int, port: int, strategy: str, out) -> None:
-    from nnunet_lean.pruning import ranking
+    from nnunet_lean.pruning import heads, ranking
+    from nnunet_lean.pruning.coupling import head_path
     from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
+    from test_pruning_heads import kill, own_batches
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         net = make_net(seed=0).eval()           # DDP starts from identical weights
         torch.manual_seed(100 + rank)           # but every rank sees other batches ...
         rng = np.random.default_rng(rank)       # ... and holds another random generator
-        sums_ok = True
-        for _ in range(STEPS):
+        sums_ok, refitted = True, 0
+        for step in range(STEPS):
             with torch.no_grad(), ranking.ChannelNorms(net) as rec:
                 net(torch.randn(2, 2, 16, 16, 16))
             local = {n: v.clone() for n, v in rec.sums.items()}
@@ -40,8 +42,14 @@ def _rank_main(rank: int, world: int, port: int, strategy: str, out) -> None:
             widths = net.widths()
             picks = decide_on_rank0(lambda: ranking.choose(strategy, scores, widths, 3, rng))
             net.remove_picks(picks)
+            # the head refit: every rank kills the cut heads alike, but holds other batches; rank 0's fit must win
+            names = sorted({head_path(net.units[n]) for n, _ in picks} - {None} | {"decoder.seg_layers.2"})
+            batches = own_batches(net, n=1, seed=10 * step + rank)
+            for h in names:
+                kill(net.get_submodule(h))
+            refitted += sum(r["refit"] for r in heads.refit_heads(net, names, lambda n: batches[:n], 1).values())
         checksum = float(sum(p.double().sum() for p in net.parameters()))
-        out.put((rank, net.widths(), checksum, sums_ok))
+        out.put((rank, net.widths(), checksum, sums_ok and (rank > 0 or refitted > 0)))
     finally:
         dist.destroy_process_group()
 
@@ -59,14 +67,14 @@ def test_ranks_prune_identically(strategy):
         p.join(timeout=60)
         assert p.exitcode == 0
     (w0, c0, ok0), (w1, c1, ok1) = results[0], results[1]
-    assert ok0 and ok1, "all-reduced importance is not the sum over ranks"
+    assert ok0 and ok1, "all-reduced importance is not the sum over ranks, or rank 0 refitted no head"
     assert w0 == w1 and c0 == c1
     assert sum(w0.values()) == sum(make_net().widths().values()) - 3 * STEPS
 
 
 def _trainer_rank_main(rank: int, world: int, port: int, env: dict, sync: bool, out) -> None:
     """One rank: nnU-Net's STAMP trainer on dataset 501's nnUNetPlans, wrapped in torch DDP on CPU, runs
-    its own prune step twice on batches no other rank sees."""
+    its own prune step (with the head refit) twice on batches no other rank sees."""
     import os
     os.environ.update(env)  # nnunetv2.paths reads its folders at import
     import json
@@ -91,15 +99,19 @@ def _trainer_rank_main(rank: int, world: int, port: int, env: dict, sync: bool, 
         t.is_ddp = True
         t.network = torch.nn.parallel.DistributedDataParallel(t.network)
         t.importance_batches, t.prune_channels_per_step = 2, 5
+        t.prune_refit_heads = "all"
         torch.manual_seed(100 + rank)
         patch = t.configuration_manager.patch_size
+        target_shapes = [[round(p * s) for p, s in zip(patch, scale)] for scale in t._get_deep_supervision_scales()]
 
         def batches():
             while True:  # rank 1's images are smooth, rank 0's are noise: other data, other importances
                 x = torch.randn(2, 1, *patch)
                 if rank == 1:
                     x = torch.nn.functional.avg_pool3d(x, 5, 1, 2) * 5
-                yield {"data": x}
+                label = (x > 0.5).float()   # what the heads are refitted to, at every deep-supervision output
+                yield {"data": x, "target": [torch.nn.functional.interpolate(label, size=shape).long()
+                                             for shape in target_shapes]}
         t.dataloader_train = batches()
         for epoch in (1, 2):
             t.current_epoch = epoch

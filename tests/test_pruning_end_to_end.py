@@ -5,6 +5,7 @@ All on dataset 501's nnUNetPlans at a quarter of its widths (PRUNE_PLANS: 8..64)
 4 epochs x 25 iterations, 6 channels pruned at the start of epochs 1 and 2.
 """
 import json
+import math
 import shutil
 
 import pytest
@@ -52,6 +53,12 @@ def test_stamp_prunes_the_widest_layers_and_logs_each_step(stamp):
     picks = [n for s in history["steps"] for n, _ in s["picks"]]
     assert sum(n.startswith("enc3.") for n in picks) >= 0.5 * len(picks), picks
     assert 0 < max(history["dropout"].values()) <= 0.1 + 1e-9
+    # the head refit (default "all"): every step tried every head on the step's fresh training batches
+    refits = [s["head_refits"] for s in history["steps"]]
+    assert all(sorted(r) == [f"decoder.seg_layers.{i}" for i in range(3)] for r in refits), refits
+    for h in (h for r in refits for h in r.values()):   # a refit replaced a head only where it read 0.01 better
+        cut = 0.0 if math.isnan(h["dice_cut"]) else h["dice_cut"]
+        assert h["refit"] == (h["dice_refit"] is not None and h["dice_refit"] > cut + 0.01), refits
     log = next(folder.glob("training_log_*.txt")).read_text()
     assert log.count("prune step") == 2 and "channels left" in log and "pseudo-Dice" in log
     # the checkpoint itself is a plain nnU-Net one, at the pruned widths

@@ -13,6 +13,18 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def is_rank0() -> bool:
+    return not is_distributed() or dist.get_rank() == 0
+
+
+def broadcast_from_rank0(tensors: List[torch.Tensor]) -> None:
+    """Give every rank rank 0's values of ``tensors`` (in place)."""
+    if is_distributed():
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=0)
+
+
 def all_reduce_importance(importance: Mapping[str, torch.Tensor]) -> Importance:
     """Sum each unit's importance over all ranks (each rank saw different batches)."""
     if not is_distributed():

@@ -37,13 +37,14 @@ from nnunet_lean import architecture, runs
 from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.recipe import LeanRecipe, NnunetRecipe
 from nnunet_lean.training import QuickSchedule, ScheduleOverrides
-from nnunet_lean.pruning import coupling, ranking, state
+from nnunet_lean.pruning import coupling, heads, ranking, state
 from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
 from nnunet_lean.pruning.network import PrunableUNet
 from nnunet_lean.pruning.plots import plot_history
 from nnunet_lean.pruning.state import HISTORY_FILE, PLOT_FILE  # noqa: F401  (re-exported: stored import path)
 
 PRUNABLE_CLASS = f"{PrunableUNet.__module__}.{PrunableUNet.__name__}"
+REFIT_CHOICES = (None, "cut", "all")
 PLAIN_UNETS = ("dynamic_network_architectures.architectures.unet.PlainConvUNet", PRUNABLE_CLASS)
 
 
@@ -105,6 +106,10 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
                                         # (encoder stage 0, last decoder stage; None: prune_min_channels)
     prune_min_channels_head_inputs: Optional[int] = 4       # a higher floor for every unit that feeds a
                                         # segmentation head (the last unit of each decoder stage; None: not raised)
+    prune_refit_heads: Optional[str] = "all"  # after each step refit segmentation heads to the labels of
+                                        # importance_batches training batches where that reads them better: "all"
+                                        # every head, "cut" those whose input unit lost channels, None none
+                                        # (nnunet_lean.pruning.heads; docs/learning.md "Why a coarser output dies")
     prune_keep_optimizer_state = False  # True: Adam's moments survive a step, cut like the weights (the
                                         # reference starts a fresh optimizer)
     prune_probe_batches = 0             # > 0: Dice on these validation batches right before and after each cut
@@ -144,6 +149,9 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         return self.prune_seed + (self.fold if isinstance(self.fold, int) else -1)
 
     def initialize(self):
+        if self.prune_refit_heads not in REFIT_CHOICES:
+            raise RuntimeError(f"prune_refit_heads = {self.prune_refit_heads!r}: set it to one of "
+                               + ", ".join(map(repr, REFIT_CHOICES)))
         super().initialize()
         net = self.raw_network()
         if not net.pruning_state:
@@ -260,6 +268,7 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         old_state = self.optimizer.state
         net.surgery_log = [] if self.prune_keep_optimizer_state else None
         net.remove_picks(picks)
+        refits = self.refit_heads(picks) if self.prune_refit_heads is not None else None
         st["dropout"] = ranking.dropout_probabilities(ranking.without(scores, picks), self.dropout_p_max)
         net.set_dropout(st["dropout"])
         self.rebuild_after_surgery()
@@ -274,6 +283,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
                   "channels_left": sum(net.widths().values()), "channel_fraction": round(left["channels"], 5),
                   "params": net.num_parameters(), "pseudo_dice": dice,
                   "seconds": round(time.perf_counter() - start, 4), "widths": net.widths()}
+        if refits is not None:
+            record["head_refits"] = refits
         if probe:
             record.update(probe_dice_before_cut=before, probe_dice_after_cut=self.probe_dice(probe))
         st["steps"].append(record)
@@ -284,6 +295,24 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
             f"({100 * left['channels']:.1f} %), {record['params']:,} params, previous pseudo-Dice "
             + ("n/a" if dice is None else f"{dice:.4f}"))
         self.write_history()
+
+    def refit_heads(self, picks) -> Dict[str, dict]:
+        """Refit every segmentation head ("all"), or those whose input unit lost channels in ``picks`` ("cut")
+        (:func:`heads.refit`, on
+        ``importance_batches`` fresh training batches; rank 0 fits, every rank gets its heads). Per head: the Dice of
+        the cut head and of the refit on those batches, and whether the refit replaced it."""
+        net, lm = self.raw_network(), self.label_manager
+        cut = {coupling.head_path(net.units[n]) for n, _ in picks} - {None}
+        names = sorted(cut if self.prune_refit_heads == "cut" else
+                       {f"decoder.seg_layers.{i}" for i in range(len(net.decoder.seg_layers))})
+        out = heads.refit_heads(net, names, lambda n: (next(self.dataloader_train) for _ in range(n)),
+                                self.importance_batches, lm.has_regions, lm.ignore_label,
+                                seed=self.fold_seed() + len(self.pruning_state["steps"]))
+        for h, r in out.items():
+            self.print_to_log_file(f"head {h}: Dice after the cut {r['dice_cut']:.4f}, refit "
+                                   + ("n/a (a class missing from the batches)" if r["dice_refit"] is None
+                                      else f"{r['dice_refit']:.4f}") + (" (kept)" if r["refit"] else " (not kept)"))
+        return out
 
     def probe_dice(self, batches: list) -> Optional[float]:
         """Foreground Dice of the full-resolution output on ``batches`` (validation batches, nnU-Net's own

@@ -91,6 +91,7 @@ class nnUNetTrainerSTAMPMin1Budget(nnUNetTrainerSTAMPBudget):
     prune_min_channels = 1
     prune_min_channels_full_resolution = None
     prune_min_channels_head_inputs = None
+    prune_refit_heads = None
 
 
 class nnUNetTrainerSTAMPActivationProbeBudget(nnUNetTrainerSTAMPActivationBudget):
@@ -99,7 +100,8 @@ class nnUNetTrainerSTAMPActivationProbeBudget(nnUNetTrainerSTAMPActivationBudget
     down to the two-channel floor like every other unit (the trainers' setting until the probe's result)."""
     prune_probe_batches = 10
     prune_min_channels_full_resolution = None
-    prune_min_channels_head_inputs = None   # (its subclasses too: their runs predate the head floor)
+    prune_min_channels_head_inputs = None   # (its subclasses too: their runs predate the head floor ...
+    prune_refit_heads = None                # ... and the head refit)
 
 
 class nnUNetTrainerSTAMPActivationKeepAdamBudget(nnUNetTrainerSTAMPActivationProbeBudget):
@@ -113,11 +115,26 @@ class nnUNetTrainerSTAMPActivationProbeFullRes4Budget(nnUNetTrainerSTAMPActivati
     prune_min_channels_full_resolution = 4
 
 
+class nnUNetTrainerSTAMPActivationRefitBudget(nnUNetTrainerSTAMPActivationProbeFullRes4Budget):
+    """The head-refit candidate (docs/learning.md "Why a coarser output dies"): the run whose 1/2 output died without
+    the head-input floor (STAMP (activation), full-resolution floor 4, no head floor, probed), with every head whose
+    input unit lost channels refitted to the labels after each step (the refit without calibrate_bias, before
+    2026-12-01 16:00; "cut" since)."""
+    prune_refit_heads = "cut"
+
+
+class nnUNetTrainerSTAMPActivationRefitAllBudget(nnUNetTrainerSTAMPActivationRefitBudget):
+    """The same with every head refitted after every step, whatever the step cut: a cut elsewhere can wipe an
+    output too (the run above, step 15: full resolution 0.969 -> 0.048, no head input cut)."""
+    prune_refit_heads = "all"
+
+
 class nnUNetTrainerSTAMPHeads4Budget(nnUNetTrainerSTAMPBudget):
     """The candidate of docs/learning.md (first study run under the full-resolution floor), the pruning trainers' default
     since 2026-12-01 (kept so that its probe command still runs): every unit that feeds a segmentation head keeps 4
-    channels too, so that no deep-supervision output is cut from under its head."""
+    channels too, so that no deep-supervision output is cut from under its head (its run predates the head refit)."""
     prune_min_channels_head_inputs = 4
+    prune_refit_heads = None
 
 
 class nnUNetTrainerPruneRandomInSTAMPBlockBudget(BudgetSchedule, nnUNetTrainerPruneRandomInSTAMPBlock):
