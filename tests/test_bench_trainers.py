@@ -67,6 +67,12 @@ def test_a_bf16_study_prunes_and_keeps_training_in_bf16_after_the_surgery(hippo,
 FLOOR_STEP = STAMP_BUDGET_TRAINER + """
 t.importance_batches, t.prune_channels_per_step, t.current_epoch = 1, 10 ** 6, 9  # each step takes all it may
 r = {"defaults": t.unit_floors(), "refit_default": type(t).prune_refit_heads}
+t.prune_refit_heads = "heads"
+try:
+    t.initialize()
+except RuntimeError as e:
+    r["bad_refit"] = str(e)
+t.prune_refit_heads = None
 t.prune_min_channels_head_inputs = 5
 r["heads_5"] = t.unit_floors()
 t.prune_min_channels_head_inputs = None
@@ -100,3 +106,4 @@ def test_a_step_that_takes_all_it_may_stops_at_the_floors(hippo, tmp_path):
     # the trainers' default: 4 at full resolution and at every head's input, 2 elsewhere
     assert {n for n, f in r["defaults"].items() if f == 4} == at_full | heads and set(r["defaults"].values()) == {2, 4}
     assert r["refit_default"] == "all"
+    assert r["bad_refit"] == "prune_refit_heads = 'heads': set it to one of None, 'cut', 'all'"

@@ -1,11 +1,12 @@
 """Refit a segmentation head to what its inputs still carry, after a pruning step cut some of them.
 
-Why (docs/learning.md, "Why a coarser output dies"): STAMP's norm ranking removes the sparse foreground detectors
-of a head's input unit first; the head, which read the foreground off them, then predicts background everywhere,
-while a linear read-out of the channels left would still find most of the foreground. Late in a run the poly
-schedule's small learning rates do not bring the head back. A refit is the read-out: a class-balanced logistic
-regression of the labels at the head's stride on its input features, fitted on training batches (eval mode) and
-kept only where it scores a clearly higher Dice than the cut head on the same batches.
+Why (docs/learning.md, "Why a coarser output dies"; the runs: "The fix: refit the heads after each step"): STAMP's
+norm ranking removes the sparse foreground detectors of a head's input unit first; the head, which read the
+foreground off them, then predicts background everywhere, while a linear read-out of the channels left would still
+find most of the foreground. Late in a run the poly schedule's small learning rates do not bring the head back. A
+refit is that read-out: a class-balanced logistic regression of the labels at the head's stride on its input
+features, fitted on training batches (eval mode), its foreground bias set for the best Dice, and kept only where it
+scores a clearly higher Dice than the cut head on the same batches.
 """
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
     prune_refit_heads: Optional[str] = "all"  # after each step refit segmentation heads to the labels of
                                         # importance_batches training batches where that reads them better: "all"
                                         # every head, "cut" those whose input unit lost channels, None none
-                                        # (nnunet_lean.pruning.heads; docs/learning.md "Why a coarser output dies")
+                                        # (nnunet_lean.pruning.heads; docs/learning.md "The fix: refit the heads")
     prune_keep_optimizer_state = False  # True: Adam's moments survive a step, cut like the weights (the
                                         # reference starts a fresh optimizer)
     prune_probe_batches = 0             # > 0: Dice on these validation batches right before and after each cut
@@ -297,10 +297,9 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         self.write_history()
 
     def refit_heads(self, picks) -> Dict[str, dict]:
-        """Refit every segmentation head ("all"), or those whose input unit lost channels in ``picks`` ("cut")
-        (:func:`heads.refit`, on
-        ``importance_batches`` fresh training batches; rank 0 fits, every rank gets its heads). Per head: the Dice of
-        the cut head and of the refit on those batches, and whether the refit replaced it."""
+        """Refit every segmentation head ("all"), or those whose input unit lost channels in ``picks`` ("cut"), on
+        ``importance_batches`` fresh training batches (:func:`heads.refit_heads`). Per head: the Dice of the cut head
+        and of the refit on those batches, and whether the refit replaced it."""
         net, lm = self.raw_network(), self.label_manager
         cut = {coupling.head_path(net.units[n]) for n, _ in picks} - {None}
         names = sorted(cut if self.prune_refit_heads == "cut" else
@@ -309,7 +308,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
                                 self.importance_batches, lm.has_regions, lm.ignore_label,
                                 seed=self.fold_seed() + len(self.pruning_state["steps"]))
         for h, r in out.items():
-            self.print_to_log_file(f"head {h}: Dice after the cut {r['dice_cut']:.4f}, refit "
+            step = len(self.pruning_state["steps"]) + 1
+            self.print_to_log_file(f"prune step {step}, head {h}: Dice after the cut {r['dice_cut']:.4f}, refit "
                                    + ("n/a (a class missing from the batches)" if r["dice_refit"] is None
                                       else f"{r['dice_refit']:.4f}") + (" (kept)" if r["refit"] else " (not kept)"))
         return out
