@@ -58,7 +58,8 @@ def test_ignore_label_voxels_are_left_out_and_a_missing_class_blocks_the_refit()
         for t in b["target"]:
             t[t == 2] = 7
     kill(net.get_submodule(FULL))
-    data = heads.collect(net, [FULL], batches, ignore_label=7, n_batches=3)[FULL]
+    batches[0]["target"][-1][:] = 7   # a coarse output whose every voxel is ignored: nothing to sample there
+    data = heads.collect(net, [FULL, "decoder.seg_layers.0"], batches, ignore_label=7, n_batches=3)[FULL]
     assert set(data.y_fit.unique().tolist()) == {0, 1} and set(data.y_eval.unique().tolist()) <= {0, 1}
     before = net.get_submodule(FULL).weight.clone()
     out = heads.refit_heads(net, [FULL], lambda n: batches[:n], 3, ignore_label=7)

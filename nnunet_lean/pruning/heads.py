@@ -151,6 +151,8 @@ def collect(net: nn.Module, heads: Sequence[str], batches: Iterable[dict], regio
                         key = y
                     if valid is not None:
                         x, y, key = x[valid], y[valid], key[valid]
+                    if len(key) == 0:   # every voxel under the ignore label (a coarse output of sparse labels)
+                        continue
                     fit, uniform = _sample(key, -(-FIT_VOXELS_PER_CLASS // n_batches), -(-EVAL_VOXELS // n_batches),
                                            generator)
                     parts[h].append((x[fit], y[fit], x[uniform], y[uniform]))
@@ -188,7 +190,7 @@ def refit(head: nn.Module, data: HeadData, regions: bool = False) -> dict:
     present = (data.y_fit.sum(0) > 0).all() and (data.y_fit.sum(0) < len(data.y_fit)).all() if regions \
         else len(torch.unique(data.y_fit)) == n_out
     if not present:
-        return {"dice_cut": before, "dice_refit": None, "refit": False}
+        return {"dice_cut": _or_none(before), "dice_refit": None, "refit": False}
     w, b = fit_linear(data.x_fit, data.y_fit, n_out, regions, w_old, b_old)
     b, after = calibrate_bias(data.x_eval, data.y_eval, w, b, regions)
     keep = after > (0.0 if math.isnan(before) else before) + KEEP_MARGIN
@@ -196,7 +198,12 @@ def refit(head: nn.Module, data: HeadData, regions: bool = False) -> dict:
         with torch.no_grad():
             head.weight.copy_(w.view_as(head.weight))
             head.bias.copy_(b)
-    return {"dice_cut": before, "dice_refit": after, "refit": bool(keep)}
+    return {"dice_cut": _or_none(before), "dice_refit": _or_none(after), "refit": bool(keep)}
+
+
+def _or_none(d: float) -> Optional[float]:
+    """None for a Dice without foreground (nan): the record goes to strict JSON."""
+    return None if math.isnan(d) else d
 
 
 def refit_heads(net: nn.Module, names: Sequence[str], draw_batches: Callable[[int], Iterable[dict]], n_batches: int,

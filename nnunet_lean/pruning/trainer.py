@@ -59,6 +59,10 @@ def prunable_architecture(arch: dict) -> dict:
     return out
 
 
+def _dice(d: Optional[float]) -> str:
+    return "n/a" if d is None else f"{d:.4f}"
+
+
 class _TorchWithExtraSave:
     """Stands in for ``torch`` inside nnU-Net's trainer module: ``save`` adds ``extra`` to the dict."""
 
@@ -275,6 +279,9 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         if net.surgery_log is not None:
             self.optimizer.state.update(net.carry_state(old_state))
             net.surgery_log = None
+            for h in (h for h, r in (refits or {}).items() if r["refit"]):   # moments of the weights it replaced
+                for p in net.get_submodule(h).parameters():
+                    self.optimizer.state.pop(p, None)
         self._best_ema = None  # "best" is among epochs at the current widths
         left = self.fractions_left()
         dice_log = self.logger.get_value("mean_fg_dice", step=None)
@@ -309,9 +316,8 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
                                 seed=self.fold_seed() + len(self.pruning_state["steps"]))
         for h, r in out.items():
             step = len(self.pruning_state["steps"]) + 1
-            self.print_to_log_file(f"prune step {step}, head {h}: Dice after the cut {r['dice_cut']:.4f}, refit "
-                                   + ("n/a (a class missing from the batches)" if r["dice_refit"] is None
-                                      else f"{r['dice_refit']:.4f}") + (" (kept)" if r["refit"] else " (not kept)"))
+            self.print_to_log_file(f"prune step {step}, head {h}: Dice after the cut {_dice(r['dice_cut'])}, refit "
+                                   f"{_dice(r['dice_refit'])}" + (" (kept)" if r["refit"] else " (not kept)"))
         return out
 
     def probe_dice(self, batches: list) -> Optional[float]:
