@@ -52,16 +52,16 @@ def linear_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tens
 def head_inputs(net, cases: list) -> dict:
     """Per segmentation head (full resolution first): its stride, inputs (voxels x channels), logits (voxels x
     classes) and labels (voxels) over ``cases``, cropped to each case's own extent."""
-    heads = [f"decoder.seg_layers.{i}" for i in reversed(range(len(net.decoder.seg_layers)))]
+    names = [f"decoder.seg_layers.{i}" for i in reversed(range(len(net.decoder.seg_layers)))]
     seen = {}
     hooks = [net.get_submodule(h).register_forward_hook(lambda m, i, o, h=h: seen.__setitem__(h, (i[0], o)))
-             for h in heads]
-    out = {h: {"x": [], "logits": [], "y": []} for h in heads}
+             for h in names]
+    out = {h: {"x": [], "logits": [], "y": []} for h in names}
     with torch.no_grad():
         for data, seg in cases:
             padded = _padded(data)
             net(padded[None])
-            for h in heads:
+            for h in names:
                 x, logits = seen[h]
                 stride = padded.shape[1] // x.shape[2]
                 lab = np.ascontiguousarray(seg[::stride, ::stride, ::stride])

@@ -35,10 +35,6 @@ class HeadData:
     y_eval: torch.Tensor
 
 
-def _standardise(x: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
-    return (x - mu) / sd
-
-
 def fit_linear(x: torch.Tensor, y: torch.Tensor, n_out: int, regions: bool = False,
                weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
                l2: float = 1e-3, max_iter: int = 100) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +44,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, n_out: int, regions: bool = Fal
     from ``weight`` (n_out x channels) / ``bias`` (n_out) where given. Returns (weight, bias) on the raw inputs."""
     x = x.double()
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    xs = _standardise(x, mu, sd)
+    xs = (x - mu) / sd
     if weight is None:
         w = torch.zeros(x.shape[1], n_out, dtype=torch.float64)
         b = torch.zeros(n_out, dtype=torch.float64)

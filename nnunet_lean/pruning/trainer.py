@@ -300,7 +300,7 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
             f"prune step {record['step']} (start of epoch {self.current_epoch}, {self.prune_strategy}, "
             f"{self.importance_point}): removed {what}; {record['channels_left']} channels left "
             f"({100 * left['channels']:.1f} %), {record['params']:,} params, previous pseudo-Dice "
-            + ("n/a" if dice is None else f"{dice:.4f}"))
+            + _dice(dice))
         self.write_history()
 
     def refit_heads(self, picks) -> Dict[str, dict]:
@@ -308,14 +308,13 @@ class nnUNetTrainerSTAMP(LeanRecipe, nnUNetTrainer):
         ``importance_batches`` fresh training batches (:func:`heads.refit_heads`). Per head: the Dice of the cut head
         and of the refit on those batches, and whether the refit replaced it."""
         net, lm = self.raw_network(), self.label_manager
-        cut = {coupling.head_path(net.units[n]) for n, _ in picks} - {None}
-        names = sorted(cut if self.prune_refit_heads == "cut" else
-                       {f"decoder.seg_layers.{i}" for i in range(len(net.decoder.seg_layers))})
+        units = [net.units[n] for n, _ in picks] if self.prune_refit_heads == "cut" else net.units.values()
+        names = sorted({coupling.head_path(u) for u in units} - {None})
+        step = len(self.pruning_state["steps"]) + 1
         out = heads.refit_heads(net, names, lambda n: (next(self.dataloader_train) for _ in range(n)),
                                 self.importance_batches, lm.has_regions, lm.ignore_label,
-                                seed=self.fold_seed() + len(self.pruning_state["steps"]))
+                                seed=self.fold_seed() + step - 1)
         for h, r in out.items():
-            step = len(self.pruning_state["steps"]) + 1
             self.print_to_log_file(f"prune step {step}, head {h}: Dice after the cut {_dice(r['dice_cut'])}, refit "
                                    f"{_dice(r['dice_refit'])}" + (" (kept)" if r["refit"] else " (not kept)"))
         return out
