@@ -196,6 +196,7 @@ def per_run_rows(by: dict) -> list:
     return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
              "test Dice": f"{r['dice']:.3f}", "units' widths after pruning, min-max": pruned_widths(history[1]),
              "picks from a widest unit (uniform)": widest_picks(*history),
+             "head refits kept, full / 1/2 / ...; worst cut -> refit": head_refits(history[1]),
              "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
                  f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
             for rs in by.values() for r in rs for history in [pruning_steps(r)]]
@@ -231,6 +232,25 @@ def widest_picks(initial_widths: dict, steps: list) -> str:
         uniform += sum(w for w in widths.values() if w == top) / sum(widths.values())
         widths[unit] -= 1
     return f"{picks / len(unit_picks):.2f} ({uniform / len(unit_picks):.2f})" if unit_picks else "-"
+
+
+def head_refits(steps: list) -> str:
+    """Per segmentation head that carries loss weight (all but the coarsest; full resolution first): in how many
+    of a pruning run's steps its refit replaced it (``prune_refit_heads``), then the lowest Dice a head read
+    on a step's batches right after a cut, and its refit's Dice there; "-" where no step refitted."""
+    steps = [s for s in steps if s.get("head_refits")]
+    if not steps:
+        return "-"
+    heads = sorted(steps[0]["head_refits"], key=lambda h: -int(h.rsplit(".", 1)[1]))[:-1]
+    names = ["full", "1/2", "1/4", "1/8", "1/16"]
+    kept = " / ".join(str(sum(bool(s["head_refits"].get(h, {}).get("refit")) for s in steps)) for h in heads)
+    cuts = [(r["dice_cut"], names[i], s["step"], r["dice_refit"]) for s in steps for i, h in enumerate(heads)
+            for r in [s["head_refits"].get(h)] if r and r.get("dice_cut") is not None]
+    if not cuts:
+        return f"{kept} of {len(steps)}"
+    cut, name, step, refit = min(cuts, key=lambda c: c[0])
+    refit_text = "-" if refit is None else f"{refit:.3f}"
+    return f"{kept} of {len(steps)}; {cut:.3f} -> {refit_text} ({name}, step {step})"
 
 
 def _median_half_resolution(runs: list) -> str:

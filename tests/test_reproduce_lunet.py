@@ -51,6 +51,22 @@ def test_widest_picks_replays_the_picks_against_the_widths_of_that_moment(tmp_pa
     assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path / "none")})) == "-"
 
 
+def test_head_refits_count_replaced_weighted_heads_and_find_the_worst_cut(tmp_path):
+    import json
+    script = _script()
+    cut = lambda d, r, kept: {"dice_cut": d, "dice_refit": r, "refit": kept}
+    # seg_layers.2 is full resolution, .1 half, .0 the weightless coarsest (its 0.0 must not be the worst cut)
+    (tmp_path / "pruning_history.json").write_text(json.dumps({"steps": [
+        {"step": 1, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True), "decoder.seg_layers.1": cut(
+            0.9, 0.91, False), "decoder.seg_layers.2": cut(0.95, 0.97, True)}},
+        {"step": 2, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True), "decoder.seg_layers.1": cut(
+            0.05, 0.8, True), "decoder.seg_layers.2": cut(None, None, False)}}]}))
+    steps = script.pruning_steps({"fold_dir": str(tmp_path)})[1]
+    assert script.head_refits(steps) == "1 / 1 of 2; 0.050 -> 0.800 (1/2, step 2)"
+    assert script.head_refits([{"step": 1, "widths": {}}]) == "-"          # a run before the refit existed
+    assert script.head_refits([]) == "-"
+
+
 def test_goals_count_stuck_runs_and_stuck_outputs_that_carry_loss_weight():
     runs = [{"variant": "Unet 75 %", "fold": 1, "dice": 0.0, "validation_dice_per_output": [0.0, 0.8, 0.04, 0.0]},
             {"variant": "LUnet Nf=4", "fold": 1, "dice": 0.94, "validation_dice_per_output": [0.95, 0.03, 0.6, 0.0]},
