@@ -241,7 +241,11 @@ def head_refits(steps: list) -> str:
     steps = [s for s in steps if s.get("head_refits")]
     if not steps:
         return "-"
-    heads = sorted(steps[0]["head_refits"], key=lambda h: -int(h.rsplit(".", 1)[1]))[:-1]
+    # one head per decoder stage (under "cut" a step lists only the heads it tried): decoder.seg_layers.0 is the coarsest
+    widths = steps[-1].get("widths") or {}
+    n = len({u.split(".")[0] for u in widths if u.startswith("dec")}) or 1 + max(
+        int(h.rsplit(".", 1)[1]) for s in steps for h in s["head_refits"])
+    heads = [f"decoder.seg_layers.{i}" for i in range(n - 1, 0, -1)]
     names = ["full", "1/2", "1/4", "1/8", "1/16"]
     kept = " / ".join(str(sum(bool(s["head_refits"].get(h, {}).get("refit")) for s in steps)) for h in heads)
     cuts = [(r["dice_cut"], names[i], s["step"], r["dice_refit"]) for s in steps for i, h in enumerate(heads)
