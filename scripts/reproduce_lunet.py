@@ -167,6 +167,7 @@ def summarise(runs: list, work: Path, args) -> None:
 RECIPE_TEXT = {"lean": "lean (Adam, lr 1e-2, poly; nnunet_lean.recipe)",
                "nnunet": "nnU-Net's (SGD, lr 1e-2, Nesterov 0.99, poly)"}
 STUCK = 0.05  # the learning issue's bar: below this Dice an output has not learned
+OUTPUTS = ["full", "1/2", "1/4", "1/8", "1/16"]   # deep-supervision outputs, full resolution first
 
 
 def goals(runs: list) -> str:
@@ -175,8 +176,7 @@ def goals(runs: list) -> str:
     Dice is below 0.05."""
     stuck = [f"{r['variant']} f{r['fold']}" for r in runs if r["dice"] < STUCK]
     per_output = [r["validation_dice_per_output"][:-1] for r in runs if r.get("validation_dice_per_output")]
-    names = ["full", "1/2", "1/4", "1/8", "1/16"]
-    counts = " / ".join(f"{names[i]} {sum(1 for o in per_output if len(o) > i and o[i] < STUCK)}"
+    counts = " / ".join(f"{OUTPUTS[i]} {sum(1 for o in per_output if len(o) > i and o[i] < STUCK)}"
                         for i in range(max((len(o) for o in per_output), default=0)))
     return (f"Runs with full-resolution test Dice < {STUCK}: {len(stuck)} of {len(runs)}"
             + (f" ({', '.join(stuck)})" if stuck else "")
@@ -241,14 +241,12 @@ def head_refits(steps: list) -> str:
     steps = [s for s in steps if s.get("head_refits")]
     if not steps:
         return "-"
-    # one head per decoder stage (under "cut" a step lists only the heads it tried): decoder.seg_layers.0 is the coarsest
-    widths = steps[-1].get("widths") or {}
-    n = len({u.split(".")[0] for u in widths if u.startswith("dec")}) or 1 + max(
-        int(h.rsplit(".", 1)[1]) for s in steps for h in s["head_refits"])
+    # one head per decoder stage (under "cut" a step lists only the heads it tried); decoder.seg_layers.0 is
+    # the coarsest
+    n = len({u.split(".")[0] for u in steps[-1]["widths"] if u.startswith("dec")})
     heads = [f"decoder.seg_layers.{i}" for i in range(n - 1, 0, -1)]
-    names = ["full", "1/2", "1/4", "1/8", "1/16"]
     kept = " / ".join(str(sum(bool(s["head_refits"].get(h, {}).get("refit")) for s in steps)) for h in heads)
-    cuts = [(r["dice_cut"], names[i], s["step"], r["dice_refit"]) for s in steps for i, h in enumerate(heads)
+    cuts = [(r["dice_cut"], OUTPUTS[i], s["step"], r["dice_refit"]) for s in steps for i, h in enumerate(heads)
             for r in [s["head_refits"].get(h)] if r and r.get("dice_cut") is not None]
     if not cuts:
         return f"{kept} of {len(steps)}"

@@ -56,16 +56,19 @@ def test_head_refits_count_replaced_weighted_heads_and_find_the_worst_cut(tmp_pa
     script = _script()
     cut = lambda d, r, kept: {"dice_cut": d, "dice_refit": r, "refit": kept}
     # seg_layers.2 is full resolution, .1 half, .0 the weightless coarsest (its 0.0 must not be the worst cut)
+    widths = {"dec0.1": 4, "dec1.1": 4, "dec2.1": 4}
     (tmp_path / "pruning_history.json").write_text(json.dumps({"steps": [
-        {"step": 1, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True), "decoder.seg_layers.1": cut(
-            0.9, 0.91, False), "decoder.seg_layers.2": cut(0.95, 0.97, True)}},
-        {"step": 2, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True), "decoder.seg_layers.1": cut(
-            0.05, 0.8, True), "decoder.seg_layers.2": cut(None, None, False)}}]}))
+        {"step": 1, "widths": widths, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True),
+                                                      "decoder.seg_layers.1": cut(0.9, 0.91, False),
+                                                      "decoder.seg_layers.2": cut(0.95, 0.97, True)}},
+        {"step": 2, "widths": widths, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True),
+                                                      "decoder.seg_layers.1": cut(0.05, 0.8, True),
+                                                      "decoder.seg_layers.2": cut(None, None, False)}}]}))
     steps = script.pruning_steps({"fold_dir": str(tmp_path)})[1]
     assert script.head_refits(steps) == "1 / 1 of 2; 0.050 -> 0.800 (1/2, step 2)"
     assert script.head_refits([{"step": 1, "widths": {}}]) == "-"          # a run before the refit existed
     # under "cut" a step lists only the heads whose input lost channels: the widths say how many heads there are
-    cut_only = [{"step": 4, "widths": {"dec0.1": 4, "dec1.1": 4, "dec2.1": 4},
+    cut_only = [{"step": 4, "widths": widths,
                  "head_refits": {"decoder.seg_layers.1": cut(0.2, 0.7, True)}}]
     assert script.head_refits(cut_only) == "0 / 1 of 1; 0.200 -> 0.700 (1/2, step 4)"
     assert script.head_refits([]) == "-"
