@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -27,10 +28,10 @@ from nnunet_lean.cli import main
 def run(argvs):
     out = []
     for argv in json.loads(argvs):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        err, std = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
             rc = main(argv)
-        out.append([rc, err.getvalue()])
+        out.append([rc, err.getvalue(), std.getvalue()])
     print('RESULT' + json.dumps(out))
 """
 
@@ -78,7 +79,7 @@ class NNUNet:
 
     def cli_batch(self, argvs: List[List[str]], **kw) -> List[list]:
         """Several `nnunet_lean` invocations in ONE process (each process start costs seconds): per argv,
-        [exit code, stderr] of the CLI's main()."""
+        [exit code, stderr, stdout] of the CLI's main()."""
         proc = self.python(CLI_BATCH + f"\nrun({json.dumps(argvs)!r})", **kw)
         return json.loads(proc.stdout.split("RESULT", 1)[1])
 
@@ -86,6 +87,16 @@ class NNUNet:
         base = {"raw": self.raw, "pre": self.pre, "results": self.results}[stage]
         (hit,) = [p for p in base.iterdir() if p.name.startswith(f"Dataset{dataset_id:03d}_")]
         return hit
+
+
+def side_by_side(*jobs):
+    """Run the jobs in parallel threads (each starts its own command); re-raises a failed command's AssertionError."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return [done.result() for done in [pool.submit(job) for job in jobs]]
+
+
+# for trainings run side by side: one torch thread each (the test trainers' ThreadsFromEnv)
+ONE_CORE = {"NNUNET_LEAN_TEST_THREADS": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +131,11 @@ STAMP = "nnUNetTrainerSTAMPTiny"
 
 @pytest.fixture(scope="session")
 def stamp(hippo: NNUNet) -> NNUNet:
-    """Folds 0 and 1 of nnUNetTrainerSTAMPTiny on PRUNE_PLANS 3d_fullres (--npz): they end at different
-    widths. Shared by the pruning and deployment tests."""
-    for fold in (0, 1):
-        hippo.run(["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", str(fold), "-tr", STAMP, "-p", PRUNE_PLANS,
-                   "-device", "cpu", "--npz"], ext_trainers=True, training=True)
+    """Folds 0 and 1 of nnUNetTrainerSTAMPTiny on PRUNE_PLANS 3d_fullres (--npz), side by side: they end at
+    different widths. Shared by the pruning and deployment tests."""
+    side_by_side(*(lambda fold=fold: hippo.run(
+        ["nnUNetv2_train", str(HIPPO_ID), "3d_fullres", str(fold), "-tr", STAMP, "-p", PRUNE_PLANS, "-device", "cpu",
+         "--npz"], ext_trainers=True, training=True, extra_env=ONE_CORE) for fold in (0, 1)))
     return hippo
 
 

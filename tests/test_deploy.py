@@ -87,7 +87,7 @@ def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference,
     finally:
         hidden.rename(exported[0])
     # from the trained folds: torch directly (the on-the-fly export for an ONNX backend: test_end_to_end's 2d fold)
-    predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch")
+    predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch", "-npp", "0", "-nps", "0")
     assert listing(results) == before  # nothing written into nnUNet_results
     for backend in ("onnxruntime", "openvino", "torch"):
         dice = per_label_dice(labels_of(tmp_path / backend), reference)
@@ -170,10 +170,11 @@ def test_a_cascade_stage_is_refused_in_one_line(stamp, tmp_path):
     images = str(stamp.dataset_dir(HIPPO_ID, "raw") / "imagesTs")
     message = ("3d_cascade_fullres is a cascade stage (it needs the 3d_lowres prediction as input): use "
                "nnUNetv2_predict for it, or export and predict 3d_fullres or 2d")
-    for args in (["export", *cascade, "-o", str(tmp_path / "export")],
-                 ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "torch"]):
-        proc = stamp.run(["nnunet_lean", *args], ext_trainers=True, check=False,
-                         extra_env={"nnUNet_results": str(results)})
-        err = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(err) == 1 and message in err[0], (args[0], proc.stderr[-2000:])
+    refused = stamp.cli_batch([["export", *cascade, "-o", str(tmp_path / "export")],
+                               ["predict", "-i", images, "-o", str(tmp_path / "pred"), *cascade, "--backend", "torch"]],
+                              ext_trainers=True, extra_env={"nnUNet_results": str(results)})
+    assert len(refused) == 2
+    for rc, stderr, _ in refused:
+        err = stderr.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and message in err[0], stderr[-2000:]
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before

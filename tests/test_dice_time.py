@@ -62,19 +62,23 @@ def test_the_log_comes_from_the_checkpoint_with_most_epochs(tmp_path):
 def test_cli_draws_real_folds_and_refuses_bad_input(stamp, tmp_path):
     f0, f1 = (fold_dir(stamp, STAMP, PRUNE_PLANS, "3d_fullres", f) for f in (0, 1))
     out = tmp_path / "curves" / "dice_time.png"
-    proc = stamp.run(["nnunet_lean", "dice-vs-time", str(f0), str(f1), "-o", str(out)])
+    empty = tmp_path / "T__P__3d_fullres" / "fold_0"
+    empty.mkdir(parents=True)
+    bad = [([str(f0), str(empty)], "holds no checkpoint: train it first"),
+           ([str(f0), str(f0.parent)], "is not a fold folder"),
+           ([str(f0), "-o", str(tmp_path / "x.svg")], "give a .png path")]
+    # the drawing and the refusals through the CLI's main() in one process
+    (rc, _, stdout), *refused = stamp.cli_batch(
+        [["dice-vs-time", str(f0), str(f1), "-o", str(out)]]
+        + [["dice-vs-time", *(argv if "-o" in argv else argv + ["-o", str(tmp_path / "bad.png")])]
+           for argv, _ in bad])
+    assert rc == 0
     data = json.loads(out.with_suffix(".json").read_text())
     assert [r["epochs"] for r in data["runs"]] == [4, 4] and data["reference"] == str(f0)
     assert data["runs"][0]["hours_to_target"] is not None and out.stat().st_size > 10_000
-    assert f"{STAMP} / {PRUNE_PLANS} / fold 1" in out.with_suffix(".md").read_text() and "fold 1" in proc.stdout
-    empty = tmp_path / "T__P__3d_fullres" / "fold_0"
-    empty.mkdir(parents=True)
-    for argv, message in (([str(f0), str(empty)], "holds no checkpoint: train it first"),
-                          ([str(f0), str(f0.parent)], "is not a fold folder"),
-                          ([str(f0), "-o", str(tmp_path / "x.svg")], "give a .png path")):
-        bad = tmp_path / "bad.png"
-        args = argv if "-o" in argv else argv + ["-o", str(bad)]
-        proc = stamp.run(["nnunet_lean", "dice-vs-time", *args], check=False)
-        err = [line for line in proc.stderr.splitlines() if line.startswith("nnunet_lean: error:")]
-        assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
+    assert f"{STAMP} / {PRUNE_PLANS} / fold 1" in out.with_suffix(".md").read_text() and "fold 1" in stdout
+    assert len(refused) == len(bad)
+    for (argv, message), (rc, stderr, _) in zip(bad, refused):
+        err = [line for line in stderr.splitlines() if line.startswith("nnunet_lean: error:")]
+        assert rc == 2 and len(err) == 1 and message in err[0], stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["T__P__3d_fullres", "curves"]

@@ -33,7 +33,7 @@ def test_scale_and_budget(hippo):
         ["modify-plans", "-d", "Dataset501_LeanHippocampus", "-c", "3d_fullres", "--budget", str(budget),
          "-o", "nnUNetPlansBudget"],
     ])
-    assert [rc for rc, _ in results] == [0, 0]
+    assert [r[0] for r in results] == [0, 0]
     half = load_json(folder / "nnUNetPlans_Scaled50.json")
     assert widths(half, "3d_fullres") == [w // 2 for w in widths(src, "3d_fullres")]
     budgeted = load_json(folder / "nnUNetPlansBudget.json")
@@ -60,8 +60,9 @@ def test_bad_input_one_line_exit_2_nothing_written(hippo):
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     # the console script once, the other refusals through its main() in one process
     proc = hippo.run(["nnunet_lean", "modify-plans"] + BAD[0][0], check=False)
-    results = [[proc.returncode, proc.stderr]] + hippo.cli_batch([["modify-plans"] + argv for argv, _ in BAD[1:]])
-    for (argv, message), (rc, stderr) in zip(BAD, results):
+    results = [[proc.returncode, proc.stderr, proc.stdout]] + hippo.cli_batch([["modify-plans"] + argv
+                                                                              for argv, _ in BAD[1:]])
+    for (argv, message), (rc, stderr, _) in zip(BAD, results):
         lines = stderr.strip().splitlines()
         assert rc == 2 and len(lines) == 1 and lines[0].startswith("nnunet_lean: error: ") and message in lines[0], \
             (argv, lines)
@@ -71,7 +72,8 @@ def test_bad_input_one_line_exit_2_nothing_written(hippo):
 
 def test_overwrite_replaces_an_existing_target(hippo):
     folder = hippo.dataset_dir(HIPPO_ID)
-    hippo.run(["nnunet_lean", "modify-plans", "-d", str(HIPPO_ID), "-o", "nnUNetPlansTwice", "--nf", "4"])
-    hippo.run(["nnunet_lean", "modify-plans", "-d", str(HIPPO_ID), "-o", "nnUNetPlansTwice", "--nf", "6",
-               "--overwrite"])
+    results = hippo.cli_batch([["modify-plans", "-d", str(HIPPO_ID), "-o", "nnUNetPlansTwice", "--nf", "4"],
+                               ["modify-plans", "-d", str(HIPPO_ID), "-o", "nnUNetPlansTwice", "--nf", "6",
+                                "--overwrite"]])
+    assert [r[0] for r in results] == [0, 0], results
     assert set(widths(load_json(folder / "nnUNetPlansTwice.json"), "3d_fullres")) == {6}

@@ -2,11 +2,10 @@
 import json
 import math
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import HIPPO_ID, load_json
+from conftest import HIPPO_ID, load_json, side_by_side
 
 LARGE_ID = 502
 PRESETS = ["ExperimentPlanner", "nnUNetPlannerResEncM",  # stock, then lean
@@ -36,13 +35,6 @@ def planned(hippo):
     side_by_side(lambda: (hippo.run(cli), plan(lean[:2])), lambda: plan(lean[2:]))
     folder = hippo.dataset_dir(LARGE_ID)
     return lambda name: load_json(folder / f"{name}.json")
-
-
-def side_by_side(*jobs):
-    """Run the jobs in parallel threads; re-raises a failed command's AssertionError."""
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        for done in [pool.submit(job) for job in jobs]:
-            done.result()
 
 
 def widths(plans, config):

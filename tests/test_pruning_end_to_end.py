@@ -12,7 +12,8 @@ import torch
 
 from nnunet_lean.pruning.state import CHECKPOINT_KEY, LEGACY_SUFFIX
 
-from conftest import HIPPO_ID, PRUNE_PLANS, STAMP, fold_dir, labels_of, load_json, per_label_dice
+from conftest import (HIPPO_ID, ONE_CORE, PRUNE_PLANS, STAMP, fold_dir, labels_of, load_json, per_label_dice,
+                      side_by_side)
 from test_end_to_end import MIN_DICE, deep_supervision_dice, predict, test_dice
 
 PLANS = PRUNE_PLANS
@@ -36,8 +37,12 @@ def unit_widths(nnunet, trainer, fold):
 
 @pytest.fixture(scope="module")
 def widest(hippo):
-    """An uninterrupted random@widest run (fold 0): resume reference and second model to ensemble."""
-    train(hippo, WIDEST, 0)
+    """An uninterrupted random@widest run (fold 0): resume reference and second model to ensemble. Beside it, one
+    core each, the CRASH trainer's fold 0 killed after 3 epochs (one pruning step, then a plain epoch): its process."""
+    _, crashed = side_by_side(
+        lambda: train(hippo, WIDEST, 0, env=ONE_CORE),
+        lambda: train(hippo, CRASH, 0, check=False, env={**ONE_CORE, "NNUNET_LEAN_TEST_CRASH_AT": "3"}))
+    return crashed
 
 
 def test_stamp_prunes_the_widest_layers_and_logs_each_step(stamp):
@@ -103,10 +108,9 @@ def assert_restored(restored, saved_state, epoch):
     assert restored["dropout"] == pytest.approx(saved_state["dropout"])
 
 
-@pytest.mark.usefixtures("widest")
-def test_resume_restores_widths_history_dropout_rng_and_optimizer(hippo, tmp_path):
-    # a run killed after 3 epochs (one pruning step, then a plain epoch), then `--c`
-    proc = train(hippo, CRASH, 0, check=False, env={"NNUNET_LEAN_TEST_CRASH_AT": "3"})
+def test_resume_restores_widths_history_dropout_rng_and_optimizer(hippo, widest, tmp_path):
+    # a run killed after 3 epochs (the fixture's), then `--c`
+    proc = widest
     assert proc.returncode == 3, proc.stderr[-3000:]
     folder = fold_dir(hippo, CRASH, PLANS, "3d_fullres", 0)
     latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
@@ -234,19 +238,19 @@ def test_report_measures_a_pruned_fold_at_its_trained_widths(stamp, tmp_path):
     from nnunet_lean.runs import TrainedFold, checkpoint_parameters
 
     folder = fold_dir(stamp, STAMP, PLANS, "3d_fullres", 0)
-    cmd = ["nnunet_lean", "report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1",
-           "--predict-repeats", "1", "-o", str(tmp_path / "r")]
-    # a pruned fold's weights fit only its own plans: measured against others (-p defaults to nnUNetPlans), refused
-    proc = stamp.run(cmd, ext_trainers=True, check=False)
-    err = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(err) == 1 and f"measure it with -p {PLANS} -c 3d_fullres" in err[0], proc.stderr
-    assert not list(tmp_path.iterdir())
-    cmd += ["-p", PLANS]
+    cmd = ["report", "-d", str(HIPPO_ID), "--pruned", str(folder), "--step-repeats", "1", "--predict-repeats", "1"]
+    refused = tmp_path / "refused"
     bf16 = cpu_has_native_bf16()   # the studies' training precision on this CPU (docs/learning.md)
-    if not bf16:   # refused in one line, nothing written; then measured in fp32
-        proc = stamp.run([*cmd, "--cpu-bf16"], ext_trainers=True, check=False)
-        assert proc.returncode == 2 and "no native bf16" in proc.stderr and not (tmp_path / "r.json").exists()
-    stamp.run([*cmd, *(["--cpu-bf16"] if bf16 else [])], ext_trainers=True)
+    argvs = [[*cmd, "-o", str(refused / "r")],   # -p defaults to nnUNetPlans, which a pruned fold's weights don't fit
+             *([] if bf16 else [[*cmd, "-p", PLANS, "--cpu-bf16", "-o", str(refused / "r")]]),   # no native bf16
+             [*cmd, "-p", PLANS, *(["--cpu-bf16"] if bf16 else []), "-o", str(tmp_path / "r")]]
+    (rc, stderr, _), *more = stamp.cli_batch(argvs, ext_trainers=True)
+    err = stderr.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"measure it with -p {PLANS} -c 3d_fullres" in err[0], stderr
+    if not bf16:   # refused in one line; then measured in fp32
+        (rc, stderr, _), *more = more
+        assert rc == 2 and "no native bf16" in stderr, stderr
+    assert [rc for rc, _, _ in more] == [0] and not refused.exists()   # the refusals wrote nothing
     data = load_json(tmp_path / "r.json")
     assert data["meta"]["train_step_precision"] == ("bf16 autocast" if bf16 else "fp32")
     assert f"training steps in {data['meta']['train_step_precision']}," in (tmp_path / "r.md").read_text()

@@ -35,7 +35,7 @@ def test_report_refuses_unknown_inputs_in_one_line(hippo):
     cases = ((["-p", "NoPlans"], "no plans 'NoPlans'"), (["-c", "3d_lowres"], "not in nnUNetPlans"),
              (["-tr", "nnUNetTrainerNope"], "trainer 'nnUNetTrainerNope' not found"))
     results = hippo.cli_batch([["report", "-d", str(HIPPO_ID), *argv] for argv, _ in cases])
-    for (argv, message), (rc, stderr) in zip(cases, results):
+    for (argv, message), (rc, stderr, _) in zip(cases, results):
         ours = [line for line in stderr.splitlines() if line.startswith("nnunet_lean: error:")]
         # (nnU-Net's trainer lookup may add torch's own deprecation warnings above it)
         assert rc == 2 and len(ours) == 1 and message in ours[0], (argv, stderr)
