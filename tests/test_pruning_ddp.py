@@ -22,39 +22,44 @@ def _free_port() -> int:
 STRATEGIES = ("stamp", "random_widest", "random_stamp_block")
 
 
-def _rank_main(rank: int, world: int, port: int, out) -> None:
-    """Every strategy in turn in one process group (each spawned process starts in seconds, not its steps)."""
+def _prune_steps(strategy: str, rank: int, world: int) -> tuple:
+    """STEPS pruning steps of one strategy on this rank: (widths, checksum, all-reduce and refit ok)."""
     from nnunet_lean.pruning import heads, ranking
     from nnunet_lean.pruning.coupling import head_path
     from nnunet_lean.pruning.distributed import all_reduce_importance, decide_on_rank0
     from test_pruning_heads import kill, own_batches
+    net = make_net(seed=0).eval()           # DDP starts from identical weights
+    torch.manual_seed(100 + rank)           # but every rank sees other batches ...
+    rng = np.random.default_rng(rank)       # ... and holds another random generator
+    sums_ok, refitted = True, 0
+    for step in range(STEPS):
+        with torch.no_grad(), ranking.ChannelNorms(net) as rec:
+            net(torch.randn(2, 2, 16, 16, 16))
+        local = {n: v.clone() for n, v in rec.sums.items()}
+        total = all_reduce_importance(rec.sums)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, local)
+        sums_ok &= all(torch.allclose(total[n], sum(g[n] for g in gathered), rtol=1e-5) for n in total)
+        scores = ranking.normalise(total)
+        widths = net.widths()
+        picks = decide_on_rank0(lambda: ranking.choose(strategy, scores, widths, 3, rng))
+        net.remove_picks(picks)
+        # the head refit: every rank kills the cut heads alike, but holds other batches; rank 0's fit must win
+        names = sorted({head_path(net.units[n]) for n, _ in picks} - {None} | {"decoder.seg_layers.2"})
+        batches = own_batches(net, n=1, seed=10 * step + rank)
+        for h in names:
+            kill(net.get_submodule(h))
+        refitted += sum(r["refit"] for r in heads.refit_heads(net, names, lambda n: batches[:n], 1).values())
+    checksum = float(sum(p.double().sum() for p in net.parameters()))
+    return net.widths(), checksum, sums_ok and (rank > 0 or refitted > 0)
+
+
+def _rank_main(rank: int, world: int, port: int, out) -> None:
+    """Every strategy in turn in one process group (each spawned process starts in seconds, not its steps)."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         for strategy in STRATEGIES:
-            net = make_net(seed=0).eval()           # DDP starts from identical weights
-            torch.manual_seed(100 + rank)           # but every rank sees other batches ...
-            rng = np.random.default_rng(rank)       # ... and holds another random generator
-            sums_ok, refitted = True, 0
-            for step in range(STEPS):
-                with torch.no_grad(), ranking.ChannelNorms(net) as rec:
-                    net(torch.randn(2, 2, 16, 16, 16))
-                local = {n: v.clone() for n, v in rec.sums.items()}
-                total = all_reduce_importance(rec.sums)
-                gathered = [None] * world
-                dist.all_gather_object(gathered, local)
-                sums_ok &= all(torch.allclose(total[n], sum(g[n] for g in gathered), rtol=1e-5) for n in total)
-                scores = ranking.normalise(total)
-                widths = net.widths()
-                picks = decide_on_rank0(lambda: ranking.choose(strategy, scores, widths, 3, rng))
-                net.remove_picks(picks)
-                # the head refit: every rank kills the cut heads alike, but holds other batches; rank 0's fit must win
-                names = sorted({head_path(net.units[n]) for n, _ in picks} - {None} | {"decoder.seg_layers.2"})
-                batches = own_batches(net, n=1, seed=10 * step + rank)
-                for h in names:
-                    kill(net.get_submodule(h))
-                refitted += sum(r["refit"] for r in heads.refit_heads(net, names, lambda n: batches[:n], 1).values())
-            checksum = float(sum(p.double().sum() for p in net.parameters()))
-            out.put((strategy, rank, net.widths(), checksum, sums_ok and (rank > 0 or refitted > 0)))
+            out.put((strategy, rank, *_prune_steps(strategy, rank, world)))
     finally:
         dist.destroy_process_group()
 
@@ -66,7 +71,7 @@ def test_ranks_prune_identically():
     procs = [ctx.Process(target=_rank_main, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()
-    results = {(s, r): (w, c, ok) for s, r, w, c, ok in (out.get(timeout=180) for _ in STRATEGIES for _ in procs)}
+    results = {(s, r): (w, c, ok) for s, r, w, c, ok in (out.get(timeout=120) for _ in STRATEGIES for _ in procs)}
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
