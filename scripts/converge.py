@@ -3,7 +3,7 @@
     python scripts/converge.py --dataset airway [--start-epochs 40 --iters 50] [--max-level 3] [--precision bf16]
                                [--networks default default_sgd lean32 lean16 lean8] [--workdir ~/.cache/nnunet-lean/converge]
 
-Per dataset (airway-like at 48^3, or MNI at 4 mm; 30 training / 10 test cases): nnUNetPlans and the
+Per dataset (airway-like at 48^3, or MNI at 5 mm; 30 training / 10 test cases): nnUNetPlans and the
 LeanPlanner / LeanPlannerNf16 / LeanPlannerNf8 plans (Nf=8: to find the smallest width that keeps up); fold 0
 of every network trained by the stock nnUNetv2_train with a budget of E x ITERS steps, E = start-epochs x
 2^level (each level a resumable Study of its own), tested on the held-out cases (nnUNetv2_evaluate_folder).
@@ -45,8 +45,9 @@ from nnunet_lean.tables import markdown_table
 BIN = Path(sys.executable).parent
 TRAINERS = Path(__file__).resolve().parent / "bench_trainers"
 DATASETS = {"airway": (995, "Dataset995_LeanAirway48", ["--kind", "airway", "--size", "48", "--name", "LeanAirway48"]),
-            # 4 mm: patch 48 x 64 x 56, a default bf16 step 1.25x airway 48^3's; at 3 mm (64 x 80 x 80) ~3.5x that
-            "mni": (996, "Dataset996_LeanMNI4mm", ["--kind", "mni", "--spacing", "4", "--name", "LeanMNI4mm"])}
+            # 5 mm: patch 40 x 48 x 40 (the whole head), a default fp32 step 2.9 s on a 2-core CPU without native
+            # bf16; 4 mm (48 x 64 x 56) took 7.8 s there, too slow for two budgets of four networks (docs/learning.md)
+            "mni": (997, "Dataset997_LeanMNI5mm", ["--kind", "mni", "--spacing", "5", "--name", "LeanMNI5mm"])}
 # key: (label, plans, trainer, planner that writes the plans or None)
 NETWORKS = {"default": ("nnU-Net default, lean recipe", "nnUNetPlans", "nnUNetTrainerBudget", None),
             "default_sgd": ("nnU-Net default, nnU-Net's SGD", "nnUNetPlans", "nnUNetTrainerBudgetSGD", None),
