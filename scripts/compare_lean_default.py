@@ -5,7 +5,7 @@
 
 Per dataset, through the stock commands: make the dataset, nnUNetv2_plan_and_preprocess (3d_fullres),
 nnUNetv2_plan_experiment -pl LeanPlanner and -pl LeanPlannerNf16; then
-`nnunet_lean report -p nnUNetPlans -tr nnUNetTrainerLean nnUNetTrainerLean_Nf16` (the speed
+`nnunet_lean report -d D -p nnUNetPlans -tr nnUNetTrainerLean nnUNetTrainerLean_Nf16` (the speed
 ratios on the default plans' topology, patch and batch: run it on an otherwise idle machine); then
 fold 0 of nnUNetPlans, nnUNetLeanPlans and nnUNetLeanNf16Plans trained with one fixed budget and tested
 on the held-out cases. Resumable: every finished step is skipped. Writes results.md and results.json.
@@ -43,7 +43,8 @@ def label_names(dataset_json: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/bench"))
+    ap.add_argument("--workdir", default=None,
+                    help="default ~/.cache/nnunet-lean/bench (bench_sgd with --recipe nnunet: a folder holds one budget)")
     ap.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["airway", "mni"])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--iters", type=int, default=20)
@@ -55,6 +56,8 @@ def main() -> int:
     ap.add_argument("--reports-only", action="store_true", help="stop after the speed reports")
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     args = ap.parse_args()
+    args.workdir = args.workdir or os.path.expanduser(
+        "~/.cache/nnunet-lean/bench" + ("_sgd" if args.recipe == "nnunet" else ""))
     study = Study(args.workdir, str(BIN), str(TRAINERS),
                   {k: getattr(args, k) for k in ("epochs", "iters", "num_train", "num_test", "recipe")},
                   device=args.device)

@@ -56,7 +56,7 @@ DERIVED_PLANS = [("UnetNf4", "nnUNetPlans", ["--base", "4"]), ("LUnetNf8", "nnUN
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default=None, help="default ~/.cache/nnunet-lean/repro (repro_bf16 with bf16)")
+    ap.add_argument("--workdir", default=None, help="default ~/.cache/nnunet-lean/repro (repro_sgd with --recipe nnunet; _bf16 appended with bf16)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
@@ -114,11 +114,13 @@ def main() -> int:
 
 
 def study_settings(args) -> tuple:
-    """(workdir, budget): fp32 studies keep the budget (and folder) they always had; bf16 adds it to both."""
+    """(workdir, budget): fp32 studies keep the budget (and folder) they always had; bf16 adds it to both.
+    The SGD recipe has its own default folder, so either recipe's study runs as documented beside the other."""
     budget = {k: getattr(args, k) for k in ("epochs", "iters", "size", "num_train", "num_test", "recipe")}
     if args.precision == "bf16":
         budget["precision"] = "bf16"
-    default = "~/.cache/nnunet-lean/repro" + ("_bf16" if args.precision == "bf16" else "")
+    default = ("~/.cache/nnunet-lean/repro" + ("_sgd" if args.recipe == "nnunet" else "")
+               + ("_bf16" if args.precision == "bf16" else ""))
     return os.path.expanduser(args.workdir or default), budget
 
 

@@ -94,6 +94,8 @@ def test_bf16_is_part_of_the_budget_and_has_its_own_folder():
     work16, budget16 = script.study_settings(SimpleNamespace(**base, precision="bf16"))
     assert work16.endswith("/repro_bf16") and budget16 == dict(budget, precision="bf16")
     assert script.study_settings(SimpleNamespace(**dict(base, workdir="/x"), precision="bf16"))[0] == "/x"
+    sgd = SimpleNamespace(**dict(base, recipe="nnunet"), precision="fp32")   # budgets differ: never one folder
+    assert script.study_settings(sgd)[0].endswith("/repro_sgd")
     from nnunet_lean.study import training_steps_text
     assert training_steps_text("bf16", "cpu") == "training steps in bf16 on the CPU"
     assert training_steps_text("bf16", "cuda") == "training steps under nnU-Net's fp16 autocast on cuda"
