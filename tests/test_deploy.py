@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HIPPO_ID, PRUNE_PLANS, STAMP, fold_dir, labels_of, load_json, per_label_dice
+from conftest import HIPPO_ID, PRUNE_PLANS, STAMP, fold_dir, labels_of, load_json, per_label_dice, side_by_side
 
 RUN = ["-d", str(HIPPO_ID), "-c", "3d_fullres", "-tr", STAMP, "-p", PRUNE_PLANS]
 AGREE = 0.999   # per-label Dice between a backend's segmentation and nnUNetv2_predict's
@@ -78,16 +78,22 @@ def test_backends_agree_with_nnunet_predict_and_exports_travel(stamp, reference,
     hidden = exported[0].with_name("hidden")
     bare = {k: v for k, v in stamp.env().items() if k not in ("nnUNet_results", "nnUNet_raw", "nnUNet_preprocessed")}
     exported[0].rename(hidden)
-    try:
+    # two streams side by side (process start-up dominates these tiny predictions)
+    def stream_a():
         predict(stamp, tmp_path / "onnxruntime", "-m", str(moved), "--backend", "onnxruntime", "-npp", "0", "-nps",
                 "0", env=bare)   # nnU-Net's sequential path (no worker processes)
         predict(stamp, tmp_path / "openvino", "-m", str(moved), "--backend", "openvino", env=bare)
+
+    def stream_b():
         predict(stamp, tmp_path / "bf16", "-m", str(moved), "--backend", "openvino", "--bf16", "-npp", "0", "-nps",
                 "0", env=bare)
+        # from the trained folds: torch directly (the on-the-fly export for an ONNX backend: test_end_to_end's 2d
+        # fold)
+        predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch", "-npp", "0", "-nps", "0")
+    try:
+        side_by_side(stream_a, stream_b)
     finally:
         hidden.rename(exported[0])
-    # from the trained folds: torch directly (the on-the-fly export for an ONNX backend: test_end_to_end's 2d fold)
-    predict(stamp, tmp_path / "torch", *RUN, "-f", "0", "1", "--backend", "torch", "-npp", "0", "-nps", "0")
     assert listing(results) == before  # nothing written into nnUNet_results
     for backend in ("onnxruntime", "openvino", "torch"):
         dice = per_label_dice(labels_of(tmp_path / backend), reference)

@@ -127,7 +127,9 @@ def test_resume_restores_widths_history_dropout_rng_and_optimizer(hippo, widest,
     torch.save(old_style, legacy / "checkpoint_latest.pth")
     (legacy / ("checkpoint_latest.pth" + LEGACY_SUFFIX)).write_text(json.dumps(saved_state))
 
-    restored = resume_dump(hippo, 0, tmp_path)
+    # the resume of fold 0 beside the two load-only resumes (of folds 3 and 4, checked at the end)
+    restored, loaded = side_by_side(lambda: resume_dump(hippo, 0, tmp_path),
+                                    lambda: [resume_dump(hippo, f, tmp_path, crash_at="load") for f in (3, 4)])
     assert_restored(restored, saved_state, 3)
     saved_moments = {str(i): float(s["exp_avg"].double().sum())  # the lean recipe's Adam
                      for i, s in latest["optimizer_state"]["state"].items()}
@@ -147,9 +149,9 @@ def test_resume_restores_widths_history_dropout_rng_and_optimizer(hippo, widest,
     assert all(0.0 <= d <= 1.0 for d in probes), probes   # prune_probe_batches: Dice right before / after a cut
 
     # a checkpoint_latest.pth copied ALONE into a fresh fold folder resumes to the same state
-    assert_restored(resume_dump(hippo, 3, tmp_path, crash_at="load"), saved_state, 3)
+    assert_restored(loaded[0], saved_state, 3)
     # a checkpoint written before the key existed still resumes from its sidecar
-    assert_restored(resume_dump(hippo, 4, tmp_path, crash_at="load"), saved_state, 3)
+    assert_restored(loaded[1], saved_state, 3)
 
 
 def test_checkpoint_best_holds_the_network_validated_in_its_epoch(stamp):
