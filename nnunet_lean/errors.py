@@ -21,6 +21,10 @@ class RunError(LeanError):
     """A folder that is not a trained run, or lacks what was asked of it."""
 
 
+class StudyError(LeanError):
+    """A study folder or ledger that cannot be opened as asked; the message names the fix."""
+
+
 class CommandError(LeanError):
     """A stock nnU-Net command run by a study or script failed."""
 

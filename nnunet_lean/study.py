@@ -1,6 +1,7 @@
 """Resumable studies run through the stock nnU-Net commands (scripts/reproduce_lunet.py,
 scripts/compare_lean_default.py): every step is skipped when its result exists, so a study
-interrupted in one session goes on in the next; a study resumes only with the budget it began with."""
+interrupted in one session goes on in the next; a study resumes only with the budget it began with.
+With a ledger (nnunet_lean.ledger) the finished runs' results outlive their folders."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from nnunet_lean import commands, runs
-from nnunet_lean.errors import LeanError
+from nnunet_lean.errors import StudyError  # noqa: F401 (scripts import it from here)
 from nnunet_lean.jsonio import write_json_atomically
+from nnunet_lean.ledger import Ledger, run_key
+from nnunet_lean.pruning.state import HISTORY_FILE
 from nnunet_lean.precision import CPU_BF16_ENV
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
@@ -36,10 +39,6 @@ def wait_while_paused(log: Callable[[str], None], poll_s: float = 5.0) -> float:
     return waited
 
 
-class StudyError(LeanError):
-    """A study folder that cannot be opened as asked; the message names the fix."""
-
-
 def budget_training_environment(workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
                                 device: str = "cpu") -> Dict[str, str]:
     """Environment of ``nnUNetv2_train`` with a budget trainer (scripts/bench_trainers): the folders under
@@ -61,15 +60,18 @@ def training_steps_text(precision: str, device: str) -> str:
 
 class Study:
     def __init__(self, workdir: str, bin_dir: str, ext_trainers: str, budget: Dict[str, object],
-                 create: bool = True, device: str = "cpu"):
+                 create: bool = True, device: str = "cpu", ledger: Optional[str] = None):
         """``create=False`` opens only a study already begun in ``workdir`` (StudyError otherwise).
         ``device``: nnU-Net's -device for training and prediction (not part of the budget: a study begun
         on the CPU may go on on a GPU). ``budget["precision"] == "bf16"`` (optional; part of the budget, so a
         study is never resumed in another precision): the budget trainers train with bf16 autocast on a CPU
-        (nnunet_lean.precision); on a GPU nnU-Net's own fp16 autocast applies either way."""
+        (nnunet_lean.precision); on a GPU nnU-Net's own fp16 autocast applies either way. ``ledger``: a JSON
+        file (nnunet_lean.ledger) that records every finished run's result; a run recorded there is finished
+        even where its folder is gone, and a study with a ledger may be opened where its folder is gone too."""
         self.work = Path(workdir).expanduser().resolve()
         self.device = device
-        self._check_budget(budget, create)
+        self.ledger = Ledger(ledger, budget) if ledger else None
+        self._check_budget(budget, create or bool(self.ledger and self.ledger.runs))
         self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), nnUNet_extTrainer=ext_trainers)
         self.train_env = budget_training_environment(str(self.work), bin_dir, ext_trainers, budget, device)
         self.step = commands.run_steps(str(self.work / "logs"), self.env)
@@ -114,24 +116,32 @@ class Study:
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
-        """Parameters, epoch time, first epoch with foreground, test Dice (foreground mean and per label), the
-        validation Dice of each deep-supervision output and the full-resolution Dice on the fold's training
-        cases (foreground mean and per label; None where not measured) of a finished run; None while it is
-        not finished."""
+        """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean and
+        per label), nnU-Net's final validation Dice, the validation Dice of each deep-supervision output, the
+        full-resolution Dice on the fold's training cases (foreground mean and per label), None where not
+        measured, and a pruning run's history (None for other runs); the ledger records it once both Dice
+        files are there. Where the run's folders are gone, its ledger record; None while it is not finished."""
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
+        key = run_key(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
-            return None
+            return self.ledger.get(key) if self.ledger else None
         ckpt = runs.TrainedFold.open(fold_dir).load("checkpoint_final.pth")
         dice, dice_per_label = runs.summary_dice(pred / "summary.json")
         val, train = self._outputs(pred / DEEP_SUPERVISION_JSON), self._outputs(pred / TRAINING_DICE_JSON)
-        return {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
-                "parameters": runs.checkpoint_parameters(ckpt),
-                "median_epoch_s": runs.median_epoch_seconds(ckpt),
-                "first_learning_epoch": runs.first_learning_epoch(ckpt),
-                "dice": dice, "dice_per_label": dice_per_label,
-                "validation_dice_per_output": [o["dice"] for o in val] if val else None,
-                "training_dice": train[0]["dice"] if train else None,
-                "training_dice_per_label": train[0]["dice_per_label"] if train else None}
+        history, validation = fold_dir / HISTORY_FILE, fold_dir / "validation" / "summary.json"
+        result = {"fold": fold, "plans": plans, "trainer": trainer, "fold_dir": str(fold_dir),
+                  "parameters": runs.checkpoint_parameters(ckpt),
+                  "median_epoch_s": runs.median_epoch_seconds(ckpt),
+                  "first_learning_epoch": runs.first_learning_epoch(ckpt),
+                  "dice": dice, "dice_per_label": dice_per_label,
+                  "validation_dice": runs.foreground_dice(validation) if validation.exists() else None,
+                  "validation_dice_per_output": [o["dice"] for o in val] if val else None,
+                  "training_dice": train[0]["dice"] if train else None,
+                  "training_dice_per_label": train[0]["dice_per_label"] if train else None,
+                  "pruning_history": json.loads(history.read_text()) if history.exists() else None}
+        if self.ledger and val and train:
+            self.ledger.record(key, result)
+        return result
 
     @staticmethod
     def _outputs(path: Path) -> Optional[List[dict]]:
@@ -184,6 +194,9 @@ class Study:
         raw = self.folders(name)[0]
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
+        recorded = self.ledger.get(run_key(name, plans, trainer, fold)) if self.ledger else None
+        if recorded and not fold_dir.exists():
+            return recorded   # finished where its folders are gone: not trained again
         if not (fold_dir / "validation" / "summary.json").exists():
             self.step(f"train_{d}_{tag}", self.train_command(dataset_id, name, plans, trainer, fold), self.train_env)
         self.test(dataset_id, name, plans, trainer, fold, raw, pred)

@@ -2,6 +2,7 @@
 
     python scripts/converge.py --dataset airway [--start-epochs 40 --iters 50] [--max-level 3] [--precision bf16]
                                [--networks default default_sgd lean32 lean16 lean8] [--workdir ~/.cache/nnunet-lean/converge]
+                               [--ledger docs/ledgers/converge_DATASET.json]
 
 Per dataset (airway-like at 48^3, or MNI at 5 mm; 30 training / 10 test cases): nnUNetPlans and the
 LeanPlanner / LeanPlannerNf16 / LeanPlannerNf8 plans (Nf=8: to find the smallest width that keeps up); fold 0
@@ -86,6 +87,10 @@ def main() -> int:
     ap.add_argument("--num-train", type=int, default=30)
     ap.add_argument("--num-test", type=int, default=10)
     ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/converge"))
+    ap.add_argument("--ledger", default=None, metavar="JSON",
+                    help="record every finished run's result in a ledger (nnunet_lean.ledger; commit it), one file per "
+                         "budget level: X.json becomes X.E<epochs>.json; a run recorded there is not trained again where "
+                         "its folders are gone (its curve then leaves dice_vs_time out)")
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                     help="training steps on a CPU (a GPU uses nnU-Net's own fp16 autocast either way)")
@@ -104,7 +109,8 @@ def main() -> int:
         epochs = args.start_epochs * 2 ** level
         study = Study(str(root / f"E{epochs}"), str(BIN), str(TRAINERS),
                       {"epochs": epochs, "iters": args.iters, "num_train": args.num_train, "num_test": args.num_test,
-                       "dataset": args.dataset, "precision": precision}, device=args.device)
+                       "dataset": args.dataset, "precision": precision}, device=args.device,
+                      ledger=args.ledger and str(Path(args.ledger).with_suffix(f".E{epochs}.json")))
         study.prepare(d, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), *make])
         pre = study.folders(name)[1]
         for key in pending:
@@ -112,8 +118,7 @@ def main() -> int:
             if planner and not (pre / f"{plans}.json").exists():
                 study.step(f"plan_{planner}", ["nnUNetv2_plan_experiment", "-d", str(d), "-pl", planner])
             r = study.train_and_test(d, name, plans, trainer, 0)
-            r.update(network=key, label=label, epochs=epochs, steps=epochs * args.iters,
-                     validation_dice=runs.foreground_dice(Path(r["fold_dir"]) / "validation" / "summary.json"))
+            r = dict(r, network=key, label=label, epochs=epochs, steps=epochs * args.iters)
             results[key].append(r)
             summarise(results, root, args)
         pending = [k for k in pending if not converged(results[k])]
@@ -122,7 +127,7 @@ def main() -> int:
     level = min(len(rs) for rs in results.values()) - 1
     last = [results[k][level]["fold_dir"] for k in args.networks]
     reference = ["--reference", results["default"][level]["fold_dir"]] if "default" in results else []
-    if len(last) > 1:
+    if len(last) > 1 and all(Path(f).is_dir() for f in last):   # ledger records whose folders are gone: no curves
         study.step("dice_vs_time", ["nnunet_lean", "dice-vs-time", *last, "-o", str(root / "dice_vs_time.png"),
                                     *reference])
     # the in-process training-step ratio, to read beside the curves (their times come from separate processes)

@@ -1,7 +1,7 @@
 """The LUnet paper's study (Table II / Fig. 4) in a CPU-sized form, through the stock nnU-Net commands.
 
     python scripts/reproduce_lunet.py [--workdir ~/.cache/nnunet-lean/repro] [--epochs 30 --iters 50]
-                                      [--recipe lean|nnunet] [--precision fp32|bf16]
+                                      [--recipe lean|nnunet] [--precision fp32|bf16] [--ledger JSON]
 
 Hippocampus-like 64^3 data; nnU-Net's 5-stage plan with the paper's widths: Unet Nf=4 (4..64,
 doubling), its linear 75/50/25 % (Nf 3/2/1), LUnet Nf=8 and Nf=4, and on Unet Nf=4 the pruning runs
@@ -11,6 +11,8 @@ plus STAMP's pruned widths retrained from scratch. Every run trains with one rec
 Every variant is trained on folds 0..2 (three replicates: other training split, other pruning seed)
 with the same budget, then predicts the held-out test cases. Every step is skipped when its result
 exists, so an interrupted study resumes where it stopped. Writes results.json, results.md, pareto.png.
+--ledger: the finished runs' results also go to a file meant to be committed (docs/ledgers/paper_study.json
+holds ours), so the study goes on, and its summary keeps every figure, where its folders are gone.
 --precision bf16: training steps under bf16 autocast on a CPU, as the convergence study trains (validation,
 predictions and checkpoints stay fp32); its own default folder (repro_bf16), since a study never changes
 precision midway.
@@ -23,6 +25,7 @@ import statistics
 import sys
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 from nnunet_lean.errors import RunError, exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
@@ -72,12 +75,16 @@ def main() -> int:
                          "fold; results.md then holds only them until a full run rewrites it")
     ap.add_argument("--prepare-only", action="store_true",
                     help="make the data, plans and preprocessed folders (scripts/pruning_probe.py trains there); train nothing")
+    ap.add_argument("--ledger", default=None, metavar="JSON",
+                    help="record every finished run's result in this file (nnunet_lean.ledger; commit it): a run "
+                         "recorded there is not trained again, and its figures stay in the summary where its folders are gone")
     ap.add_argument("--device", default="cpu", help="nnU-Net's -device for training and prediction (cpu, cuda)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="training steps on a CPU (on a GPU nnU-Net's fp16 autocast applies either way)")
     args = ap.parse_args()
     args.workdir, budget = study_settings(args)
-    study = Study(args.workdir, str(BIN), str(TRAINERS), budget, create=not args.summary_only, device=args.device)
+    study = Study(args.workdir, str(BIN), str(TRAINERS), budget, create=not args.summary_only, device=args.device,
+                  ledger=args.ledger)
     if args.summary_only:
         runs = [dict(variant=label, **r) for fold in args.folds
                 for label, plans, trainer in runs_of_fold(fold, args.recipe)
@@ -101,11 +108,16 @@ def main() -> int:
         for label, plans, trainer in runs_of_fold(fold, args.recipe):
             if args.variants and label not in args.variants:
                 continue
-            if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists():
+            if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists() \
+                    and not study.result(NAME, plans, trainer, fold):
                 stamp_plans, stamp_trainer = VARIANTS["STAMP"]   # the conv point's run of this fold
                 stamp = study.result(NAME, stamp_plans, stamp_trainer + RECIPES[args.recipe], fold)
                 if not stamp:
                     raise RunError(f"fold {fold}: STAMP's widths need STAMP's run of the fold: add --variants STAMP")
+                if not Path(stamp["fold_dir"]).is_dir():
+                    raise RunError(f"fold {fold}: STAMP's run is only in the ledger (its folder {stamp['fold_dir']} is "
+                                   f"gone) and its widths need the folder: remove its record from {args.ledger} to "
+                                   f"train it again")
                 study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
                                               stamp["fold_dir"], "-o", plans])
             runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
@@ -151,6 +163,7 @@ def summarise(runs: list, work: Path, args) -> None:
                      "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}",
                      "validation Dice at 1/2 resolution, median": _median_half_resolution(rs),
                      "first epoch with foreground, per run": " / ".join(
+                         NOT_RECORDED if "first_learning_epoch" not in r else
                          "never" if r["first_learning_epoch"] is None else str(r["first_learning_epoch"])
                          for r in rs)})
     folds = sorted({r["fold"] for r in runs})
@@ -168,6 +181,7 @@ def summarise(runs: list, work: Path, args) -> None:
 
 RECIPE_TEXT = {"lean": "lean (Adam, lr 1e-2, poly; nnunet_lean.recipe)",
                "nnunet": "nnU-Net's (SGD, lr 1e-2, Nesterov 0.99, poly)"}
+NOT_RECORDED = "n/r"   # a figure a ledger record transcribed from the docs lacks (its folders were lost)
 STUCK = 0.05  # the learning issue's bar: below this Dice an output has not learned
 OUTPUTS = ["full", "1/2", "1/4", "1/8", "1/16"]   # deep-supervision outputs, full resolution first
 
@@ -196,20 +210,27 @@ def by_variant(runs: list) -> dict:
 def per_run_rows(by: dict) -> list:
     """One row a run of ``by_variant``: what its outputs at each resolution learned."""
     return [{"variant": r["variant"], "fold": r["fold"], "parameters": f"{r['parameters']:,}",
-             "test Dice": f"{r['dice']:.3f}", "units' widths after pruning, min-max": pruned_widths(history[1]),
-             "picks from a widest unit (uniform)": widest_picks(*history),
-             "head refits kept, full / 1/2 / ...; worst cut -> refit": head_refits(history[1]),
+             "test Dice": f"{r['dice']:.3f}",
+             "units' widths after pruning, min-max": pruned_widths(history[1]) if history else NOT_RECORDED,
+             "picks from a widest unit (uniform)": widest_picks(*history) if history else NOT_RECORDED,
+             "head refits kept, full / 1/2 / ...; worst cut -> refit": head_refits(history[1]) if history else NOT_RECORDED,
              "validation Dice full / 1/2 / 1/4 / ...": " / ".join(
-                 f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
+                 NOT_RECORDED if d is None else f"{d:.3f}" for d in r.get("validation_dice_per_output") or []) or "-"}
             for rs in by.values() for r in rs for history in [pruning_steps(r)]]
 
 
-def pruning_steps(run: dict) -> tuple:
-    """(initial widths, steps) of a pruning run's history; ({}, []) for runs that did not prune."""
-    try:
-        history = read_history(run["fold_dir"]) if run.get("fold_dir") else {}
-    except RunError:
-        history = {}
+def pruning_steps(run: dict) -> Optional[tuple]:
+    """(initial widths, steps) of a pruning run's history; ({}, []) for runs that did not prune; None where a
+    ledger record transcribed from the docs lacks the history."""
+    if "pruning_history" in run:   # the result records it (None: the run did not prune)
+        history = run["pruning_history"] or {}
+    elif run.get("transcribed"):
+        return None
+    else:   # a result of before the history was part of it: read the fold folder
+        try:
+            history = read_history(run["fold_dir"]) if run.get("fold_dir") else {}
+        except RunError:
+            history = {}
     return history.get("initial_widths", {}), history.get("steps", [])
 
 

@@ -99,3 +99,20 @@ def test_bf16_is_part_of_the_budget_and_has_its_own_folder():
     from nnunet_lean.study import training_steps_text
     assert training_steps_text("bf16", "cpu") == "training steps in bf16 on the CPU"
     assert training_steps_text("bf16", "cuda") == "training steps under nnU-Net's fp16 autocast on cuda"
+
+
+def test_a_run_recorded_with_its_history_needs_no_folder_and_a_transcribed_one_says_what_it_lacks():
+    script = _script()
+    history = {"initial_widths": {"a": 4, "b": 2}, "steps": [{"widths": {"a": 3, "b": 2}, "picks": [["a", 0]]}]}
+    recorded = {"variant": "STAMP", "fold": 0, "parameters": 17324, "dice": 0.957, "fold_dir": "/gone/fold_0",
+                "first_learning_epoch": 2, "pruning_history": history,
+                "validation_dice_per_output": [0.957, 0.830, 0.674, 0.312]}
+    transcribed = {"variant": "STAMP", "fold": 1, "parameters": 19232, "dice": 0.961, "fold_dir": "/gone/fold_1",
+                   "transcribed": "docs/study.md", "validation_dice_per_output": [0.964, 0.850, 0.697, None]}
+    plain = {"variant": "LUnet Nf=4", "fold": 1, "parameters": 9964, "dice": 0.976, "fold_dir": "/gone/fold_1",
+             "transcribed": "docs/study.md", "pruning_history": None, "validation_dice_per_output": [0.976]}
+    rows = script.per_run_rows(script.by_variant([transcribed, recorded, plain]))
+    widths, picks = "units' widths after pruning, min-max", "picks from a widest unit (uniform)"
+    assert [(r["fold"], r[widths], r[picks]) for r in rows] == [(0, "2-3", "1.00 (0.67)"), (1, "n/r", "n/r"),
+                                                                 (1, "-", "-")]
+    assert rows[1]["validation Dice full / 1/2 / 1/4 / ..."] == "0.964 / 0.850 / 0.697 / n/r"

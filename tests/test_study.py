@@ -151,3 +151,60 @@ def test_a_trained_run_tests_on_another_raw_dataset_with_its_own_fold_and_the_st
     steps.clear()
     study.test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2, other, pred)
     assert steps == []
+
+
+def _finished_run(work: Path, fold: int, dice: float = 0.8) -> Path:
+    """A finished run of Dataset980_X under ``work``: final checkpoint, test summary, both Dice files."""
+    import torch
+    fold_dir = work / "results" / "Dataset980_X" / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / f"fold_{fold}"
+    fold_dir.mkdir(parents=True)
+    log = {"epoch_start_timestamps": [0.0, 1.0], "epoch_end_timestamps": [1.0, 2.0], "mean_fg_dice": [0.0, 0.4]}
+    torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
+    pred = work / "predictions" / "Dataset980_X" / f"nnUNetTrainerBudget_UnetNf4_f{fold}"
+    pred.mkdir(parents=True)
+    (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": dice}, "mean": {"1": {"Dice": dice}}}))
+    outputs = [{"factor": [1, 1, 1], "dice": 0.9, "dice_per_label": {"1": 0.9}}]
+    for name in ("deep_supervision_dice.json", "training_dice.json"):
+        (pred / name).write_text(json.dumps([{"fold_dir": str(fold_dir), "outputs": outputs}]))
+    return fold_dir
+
+
+def test_a_ledger_keeps_finished_runs_when_their_folders_are_gone(tmp_path):
+    import shutil
+    ledger = tmp_path / "committed" / "study.json"
+    study = Study(str(tmp_path / "work"), "/bin", "/trainers", BUDGET, ledger=str(ledger))
+    fold_dir = _finished_run(study.work, 0)
+    r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0)
+    assert (r["dice"], r["parameters"], r["pruning_history"]) == (0.8, 6, None)
+    recorded = json.loads(ledger.read_text())
+    assert recorded["budget"] == BUDGET
+    assert recorded["runs"] == {"Dataset980_X/nnUNetTrainerBudget__UnetNf4__3d_fullres/fold_0": r}
+    (fold_dir / "pruning_history.json").write_text(json.dumps({"steps": [{"widths": {"enc0.0": 2}}]}))
+    r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0)   # a pruning run records its history
+    assert json.loads(ledger.read_text())["runs"]["Dataset980_X/nnUNetTrainerBudget__UnetNf4__3d_fullres/fold_0"][
+        "pruning_history"] == {"steps": [{"widths": {"enc0.0": 2}}]}
+    shutil.rmtree(tmp_path / "work")   # another machine: the study's folders are gone, the ledger was committed
+    with pytest.raises(StudyError, match="no study in"):
+        Study(str(tmp_path / "work"), "/bin", "/trainers", BUDGET, create=False)   # no ledger: nothing to open
+    again = Study(str(tmp_path / "work"), "/bin", "/trainers", BUDGET, create=False, ledger=str(ledger))
+    assert again.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) == r
+    assert again.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1) is None
+    steps = []
+    again.step = lambda name, cmd, env=None: steps.append(cmd)
+    assert again.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) == r and steps == []
+    again.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 1)   # not recorded: trained
+    assert steps[0][:4] == ["nnUNetv2_train", "980", "3d_fullres", "1"]
+
+
+def test_a_ledger_of_another_budget_or_no_ledger_at_all_is_refused_and_left_as_it_was(tmp_path):
+    ledger = tmp_path / "study.json"
+    study = Study(str(tmp_path / "a"), "/bin", "/trainers", BUDGET, ledger=str(ledger))
+    _finished_run(study.work, 2)
+    study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)
+    before = ledger.read_text()
+    with pytest.raises(StudyError, match="records a study with budget .*another --ledger"):
+        Study(str(tmp_path / "b"), "/bin", "/trainers", dict(BUDGET, epochs=20), ledger=str(ledger))
+    assert ledger.read_text() == before and not (tmp_path / "b").exists()
+    (tmp_path / "notes.json").write_text('{"runs": []}')
+    with pytest.raises(StudyError, match="is not a study ledger .*another --ledger"):
+        Study(str(tmp_path / "c"), "/bin", "/trainers", BUDGET, ledger=str(tmp_path / "notes.json"))
