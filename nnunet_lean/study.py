@@ -14,6 +14,7 @@ from nnunet_lean import commands, runs
 from nnunet_lean.errors import StudyError  # noqa: F401 (scripts import it from here)
 from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.ledger import Ledger, run_key
+from nnunet_lean.measure import dice_time
 from nnunet_lean.pruning.state import HISTORY_FILE
 from nnunet_lean.precision import CPU_BF16_ENV
 
@@ -119,13 +120,15 @@ class Study:
         """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean and
         per label), nnU-Net's final validation Dice, the validation Dice of each deep-supervision output, the
         full-resolution Dice on the fold's training cases (foreground mean and per label), None where not
-        measured, and a pruning run's history (None for other runs); the ledger records it once both Dice
-        files are there. Where the run's folders are gone, its ledger record; None while it is not finished."""
+        measured, a pruning run's history (None for other runs) and its Dice-vs-time curve; the ledger records
+        it once both Dice files are there. Where the run's folders are gone, its ledger record; None while it
+        is not finished."""
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
         key = run_key(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
             return self.ledger.get(key) if self.ledger else None
-        ckpt = runs.TrainedFold.open(fold_dir).load("checkpoint_final.pth")
+        trained = runs.TrainedFold.open(fold_dir)
+        ckpt = trained.load("checkpoint_final.pth")
         dice, dice_per_label = runs.summary_dice(pred / "summary.json")
         val, train = self._outputs(pred / DEEP_SUPERVISION_JSON), self._outputs(pred / TRAINING_DICE_JSON)
         history, validation = fold_dir / HISTORY_FILE, fold_dir / "validation" / "summary.json"
@@ -138,7 +141,8 @@ class Study:
                   "validation_dice_per_output": [o["dice"] for o in val] if val else None,
                   "training_dice": train[0]["dice"] if train else None,
                   "training_dice_per_label": train[0]["dice_per_label"] if train else None,
-                  "pruning_history": json.loads(history.read_text()) if history.exists() else None}
+                  "pruning_history": json.loads(history.read_text()) if history.exists() else None,
+                  "curve": dice_time.curve(trained)}
         if self.ledger and val and train:
             self.ledger.record(key, result)
         return result

@@ -40,6 +40,7 @@ from pathlib import Path
 from nnunet_lean import runs
 from nnunet_lean.errors import exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
+from nnunet_lean.measure import dice_time
 from nnunet_lean.study import Study, training_steps_text
 from nnunet_lean.tables import markdown_table
 
@@ -127,9 +128,14 @@ def main() -> int:
     level = min(len(rs) for rs in results.values()) - 1
     last = [results[k][level]["fold_dir"] for k in args.networks]
     reference = ["--reference", results["default"][level]["fold_dir"]] if "default" in results else []
-    if len(last) > 1 and all(Path(f).is_dir() for f in last):   # ledger records whose folders are gone: no curves
+    if len(last) > 1 and all(Path(f).is_dir() for f in last + reference[1:]):
         study.step("dice_vs_time", ["nnunet_lean", "dice-vs-time", *last, "-o", str(root / "dice_vs_time.png"),
                                     *reference])
+    elif len(last) > 1 and all("curve" in results[k][level] for k in results):
+        # some runs are only in the ledger: the same comparison from the curves it recorded
+        curves = [results[k][level]["curve"] for k in args.networks]
+        ref = results["default"][level]["curve"] if "default" in results else None
+        dice_time.write(dice_time.compare_curves(curves, ref), str(root / "dice_vs_time.png"))
     # the in-process training-step ratio, to read beside the curves (their times come from separate processes)
     trainers = sorted({REPORT_TRAINERS[k] for k in args.networks} - {None})   # the report's first row: the default
     if trainers and not reported(root / "report.json", trainers):

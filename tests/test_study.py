@@ -67,7 +67,7 @@ def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_p
     fold_dir = tmp_path / "results" / "Dataset980_X" / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / "fold_2"
     fold_dir.mkdir(parents=True)
     log = {"epoch_start_timestamps": [0.0, 1.0, 2.0], "epoch_end_timestamps": [1.0, 2.0, 3.5],
-           "mean_fg_dice": [0.0, 0.01, 0.4]}
+           "mean_fg_dice": [0.0, 0.01, 0.4], "ema_fg_dice": [0.0, 0.001, 0.04]}
     torch.save({"network_weights": {"w": torch.zeros(3, 2), "norm.running_mean": torch.zeros(2)},
                 "logging": log}, fold_dir / "checkpoint_final.pth")
     pred = tmp_path / "predictions" / "Dataset980_X" / "nnUNetTrainerBudget_UnetNf4_f2"
@@ -158,7 +158,8 @@ def _finished_run(work: Path, fold: int, dice: float = 0.8) -> Path:
     import torch
     fold_dir = work / "results" / "Dataset980_X" / "nnUNetTrainerBudget__UnetNf4__3d_fullres" / f"fold_{fold}"
     fold_dir.mkdir(parents=True)
-    log = {"epoch_start_timestamps": [0.0, 1.0], "epoch_end_timestamps": [1.0, 2.0], "mean_fg_dice": [0.0, 0.4]}
+    log = {"epoch_start_timestamps": [0.0, 1.0], "epoch_end_timestamps": [1.0, 2.0], "mean_fg_dice": [0.0, 0.4],
+           "ema_fg_dice": [0.0, 0.04]}
     torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
     pred = work / "predictions" / "Dataset980_X" / f"nnUNetTrainerBudget_UnetNf4_f{fold}"
     pred.mkdir(parents=True)
@@ -176,6 +177,7 @@ def test_a_ledger_keeps_finished_runs_when_their_folders_are_gone(tmp_path):
     fold_dir = _finished_run(study.work, 0)
     r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0)
     assert (r["dice"], r["parameters"], r["pruning_history"]) == (0.8, 6, None)
+    assert (r["curve"]["hours"], r["curve"]["dice"]) == ([1 / 3600, 2 / 3600], [0.0, 0.04])   # for dice-vs-time
     recorded = json.loads(ledger.read_text())
     assert recorded["budget"] == BUDGET
     assert recorded["runs"] == {"Dataset980_X/nnUNetTrainerBudget__UnetNf4__3d_fullres/fold_0": r}

@@ -53,9 +53,14 @@ def compare(fold_dirs: Sequence[str], reference: Optional[str] = None) -> dict:
     Dice when the fastest run finished. Every folder is read before anything is computed."""
     if not fold_dirs:
         raise RunError("give at least one fold folder")
-    fold_dirs = list(fold_dirs)
     curves = [curve(TrainedFold.open(d)) for d in fold_dirs]
-    ref = curve(TrainedFold.open(reference)) if reference else curves[0]
+    return compare_curves(curves, curve(TrainedFold.open(reference)) if reference else None)
+
+
+def compare_curves(curves: Sequence[dict], reference: Optional[dict] = None) -> dict:
+    """``compare`` of curves already read (``curve``; a study's ledger keeps them where the folders are gone)."""
+    curves = list(curves)
+    ref = reference or curves[0]
     for c in curves + [ref]:
         if not c["hours"]:
             raise RunError(f"{c['fold_dir']} has not logged a finished epoch yet")
