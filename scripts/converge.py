@@ -37,7 +37,6 @@ import os
 import sys
 from pathlib import Path
 
-from nnunet_lean import runs
 from nnunet_lean.errors import exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.measure import dice_time
