@@ -80,7 +80,8 @@ class Study:
     def _check_budget(self, budget: Dict[str, object], create: bool) -> None:
         path = self.work / "budget.json"
         if not (path.exists() or create):
-            raise StudyError(f"no study in {self.work}: run it without --summary-only first")
+            raise StudyError(f"no study in {self.work}" + (f" and no run in ledger {self.ledger.path}" if self.ledger else "")
+                             + ": run it without --summary-only first" + ("" if self.ledger else " (or give its --ledger)"))
         if path.exists():
             started = json.loads(path.read_text())
             if started != budget:

@@ -152,8 +152,9 @@ def reported(path: Path, trainers: list) -> bool:
 def converged(rs: list) -> bool:
     """Doubling the steps moved validation Dice by < 0.5 points, and the network learned (two runs stuck at
     background do not move either)."""
-    return len(rs) > 1 and rs[-1]["validation_dice"] >= LEARNED and \
-        abs(rs[-1]["validation_dice"] - rs[-2]["validation_dice"]) < MOVE
+    if len(rs) < 2 or None in (rs[-1].get("validation_dice"), rs[-2].get("validation_dice")):
+        return False
+    return rs[-1]["validation_dice"] >= LEARNED and abs(rs[-1]["validation_dice"] - rs[-2]["validation_dice"]) < MOVE
 
 
 def within_parity(gaps: dict) -> bool:
@@ -181,9 +182,10 @@ def summarise(results: dict, root: Path, args) -> None:
         for i, r in enumerate(rs):
             ref = next((b for b in base if b["epochs"] == r["epochs"]), None)
             rows.append({"network": r["label"], "steps": r["steps"], "parameters": f"{r['parameters']:,}",
-                         "validation Dice": f"{r['validation_dice']:.3f}",
-                         "moved since half the steps (points)":
-                             f"{100 * (r['validation_dice'] - rs[i - 1]['validation_dice']):+.1f}" if i else "-",
+                         "validation Dice": _fmt(r.get("validation_dice")),
+                         "moved since half the steps (points)": "-" if not i or None in (
+                             r.get("validation_dice"), rs[i - 1].get("validation_dice"))
+                         else f"{100 * (r['validation_dice'] - rs[i - 1]['validation_dice']):+.1f}",
                          "converged": "yes" if converged(rs[:i + 1]) else "no",
                          "test Dice": f"{r['dice']:.3f}",
                          "test Dice per label": ", ".join(f"{v:.3f}" for v in r["dice_per_label"].values()),

@@ -114,10 +114,9 @@ def main() -> int:
                 stamp = study.result(NAME, stamp_plans, stamp_trainer + RECIPES[args.recipe], fold)
                 if not stamp:
                     raise RunError(f"fold {fold}: STAMP's widths need STAMP's run of the fold: add --variants STAMP")
-                if not Path(stamp["fold_dir"]).is_dir():
-                    raise RunError(f"fold {fold}: STAMP's run is only in the ledger (its folder {stamp['fold_dir']} is "
-                                   f"gone) and its widths need the folder: remove its record from {args.ledger} to "
-                                   f"train it again")
+                if not (stamp.get("fold_dir") and Path(stamp["fold_dir"]).is_dir()):
+                    raise RunError(f"fold {fold}: STAMP's run is only in the ledger (its folder is gone) and its widths "
+                                   f"need the folder: remove its record from {args.ledger} to train it again")
                 study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
                                               stamp["fold_dir"], "-o", plans])
             runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
@@ -192,7 +191,7 @@ def goals(runs: list) -> str:
     Dice is below 0.05."""
     stuck = [f"{r['variant']} f{r['fold']}" for r in runs if r["dice"] < STUCK]
     per_output = [r["validation_dice_per_output"][:-1] for r in runs if r.get("validation_dice_per_output")]
-    counts = " / ".join(f"{OUTPUTS[i]} {sum(1 for o in per_output if len(o) > i and o[i] < STUCK)}"
+    counts = " / ".join(f"{OUTPUTS[i]} {sum(1 for o in per_output if len(o) > i and o[i] is not None and o[i] < STUCK)}"
                         for i in range(max((len(o) for o in per_output), default=0)))
     return (f"Runs with full-resolution test Dice < {STUCK}: {len(stuck)} of {len(runs)}"
             + (f" ({', '.join(stuck)})" if stuck else "")
@@ -281,7 +280,8 @@ def head_refits(steps: list) -> str:
 def _median_half_resolution(runs: list) -> str:
     """The second deep-supervision output's validation Dice: what a network learned even where its
     full-resolution output stayed background."""
-    half = [r["validation_dice_per_output"][1] for r in runs if len(r.get("validation_dice_per_output") or []) > 1]
+    half = [r["validation_dice_per_output"][1] for r in runs if len(r.get("validation_dice_per_output") or []) > 1
+            and r["validation_dice_per_output"][1] is not None]
     return f"{statistics.median(half):.3f}" if half else "-"
 
 
