@@ -15,7 +15,7 @@ from nnunet_lean.errors import StudyError  # noqa: F401 (scripts import it from 
 from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.ledger import Ledger, run_key
 from nnunet_lean.measure import dice_time
-from nnunet_lean.pruning.state import HISTORY_FILE
+from nnunet_lean.pruning.state import HISTORY_FILE, read_history
 from nnunet_lean.precision import CPU_BF16_ENV
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
@@ -142,7 +142,7 @@ class Study:
                   "validation_dice_per_output": [o["dice"] for o in val] if val else None,
                   "training_dice": train[0]["dice"] if train else None,
                   "training_dice_per_label": train[0]["dice_per_label"] if train else None,
-                  "pruning_history": json.loads(history.read_text()) if history.exists() else None,
+                  "pruning_history": read_history(str(fold_dir)) if history.exists() else None,
                   "curve": dice_time.curve(trained)}
         if self.ledger and val and train:
             self.ledger.record(key, result)
@@ -199,9 +199,8 @@ class Study:
         raw = self.folders(name)[0]
         d = str(dataset_id)
         fold_dir, tag, pred = self._run(name, plans, trainer, fold)
-        recorded = self.ledger.get(run_key(name, plans, trainer, fold)) if self.ledger else None
-        if recorded and not fold_dir.exists():
-            return recorded   # finished where its folders are gone: not trained again
+        if not fold_dir.exists() and (recorded := self.result(name, plans, trainer, fold)):
+            return recorded   # the ledger's record: finished where its folders are gone, not trained again
         if not (fold_dir / "validation" / "summary.json").exists():
             self.step(f"train_{d}_{tag}", self.train_command(dataset_id, name, plans, trainer, fold), self.train_env)
         self.test(dataset_id, name, plans, trainer, fold, raw, pred)
