@@ -143,7 +143,7 @@ class Study:
                   "training_dice": train[0]["dice"] if train else None,
                   "training_dice_per_label": train[0]["dice_per_label"] if train else None,
                   "pruning_history": read_history(str(fold_dir)) if history.exists() else None,
-                  "curve": dice_time.curve(trained)}
+                  "curve": dice_time.curve(trained, ckpt.get("logging"))}
         if self.ledger and val and train:
             self.ledger.record(key, result)
         return result

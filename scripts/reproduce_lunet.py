@@ -29,7 +29,6 @@ from typing import Optional
 
 from nnunet_lean.errors import RunError, exit_on_error
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
-from nnunet_lean.pruning.state import read_history
 from nnunet_lean.study import Study, training_steps_text
 from nnunet_lean.tables import markdown_table
 
@@ -219,17 +218,11 @@ def per_run_rows(by: dict) -> list:
 
 
 def pruning_steps(run: dict) -> Optional[tuple]:
-    """(initial widths, steps) of a pruning run's history; ({}, []) for runs that did not prune; None where a
-    ledger record transcribed from the docs lacks the history."""
-    if "pruning_history" in run:   # the result records it (None: the run did not prune)
-        history = run["pruning_history"] or {}
-    elif run.get("transcribed"):
+    """(initial widths, steps) of a pruning run's history (``Study.result`` records it; None: the run did not
+    prune, so ({}, [])); None where a ledger record transcribed from the docs lacks the history."""
+    if run.get("transcribed") and "pruning_history" not in run:
         return None
-    else:   # a result of before the history was part of it: read the fold folder
-        try:
-            history = read_history(run["fold_dir"]) if run.get("fold_dir") else {}
-        except RunError:
-            history = {}
+    history = run.get("pruning_history") or {}
     return history.get("initial_widths", {}), history.get("steps", [])
 
 

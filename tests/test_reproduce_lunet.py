@@ -28,43 +28,38 @@ def test_per_run_rows_group_by_variant_and_list_every_output():
     assert {r["units' widths after pruning, min-max"] for r in rows} == {"-"}
 
 
-def test_pruned_widths_come_from_the_last_step_of_the_runs_history(tmp_path):
-    import json
+def test_pruned_widths_come_from_the_last_step_of_the_runs_history():
     script = _script()
-    (tmp_path / "pruning_history.json").write_text(json.dumps(
-        {"steps": [{"widths": {"enc0.0": 3, "enc4.1": 40}}, {"widths": {"enc0.0": 2, "enc4.1": 6, "dec3.0": 5}}]}))
-    assert script.pruned_widths(script.pruning_steps({"fold_dir": str(tmp_path)})[1]) == "2-6"
-    assert script.pruned_widths(script.pruning_steps({"fold_dir": str(tmp_path / "not_a_pruning_run")})[1]) == "-"
+    history = {"steps": [{"widths": {"enc0.0": 3, "enc4.1": 40}}, {"widths": {"enc0.0": 2, "enc4.1": 6, "dec3.0": 5}}]}
+    assert script.pruned_widths(script.pruning_steps({"pruning_history": history})[1]) == "2-6"
+    assert script.pruned_widths(script.pruning_steps({"pruning_history": None})[1]) == "-"
+    assert script.pruning_steps({"transcribed": True}) is None
 
 
-def test_widest_picks_replays_the_picks_against_the_widths_of_that_moment(tmp_path):
-    import json
+def test_widest_picks_replays_the_picks_against_the_widths_of_that_moment():
     script = _script()
     # a=4, b=2: a is the widest (4 of 6 channels), at a=3 again (3 of 5); then a=2, b=2 tie: b is widest (4 of 4)
-    (tmp_path / "pruning_history.json").write_text(json.dumps(
-        {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["a", 0], ["a", 3]]}, {"picks": [["b", 1]]}]}))
+    history = {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["a", 0], ["a", 3]]}, {"picks": [["b", 1]]}]}
     uniform = (4 / 6 + 3 / 5 + 4 / 4) / 3
-    assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path)})) == f"1.00 ({uniform:.2f})"
-    (tmp_path / "pruning_history.json").write_text(json.dumps(
-        {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["b", 0]]}]}))
-    assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path)})) == "0.00 (0.67)"
-    assert script.widest_picks(*script.pruning_steps({"fold_dir": str(tmp_path / "none")})) == "-"
+    assert script.widest_picks(*script.pruning_steps({"pruning_history": history})) == f"1.00 ({uniform:.2f})"
+    history = {"initial_widths": {"a": 4, "b": 2}, "steps": [{"picks": [["b", 0]]}]}
+    assert script.widest_picks(*script.pruning_steps({"pruning_history": history})) == "0.00 (0.67)"
+    assert script.widest_picks(*script.pruning_steps({"pruning_history": None})) == "-"
 
 
-def test_head_refits_count_replaced_weighted_heads_and_find_the_worst_cut(tmp_path):
-    import json
+def test_head_refits_count_replaced_weighted_heads_and_find_the_worst_cut():
     script = _script()
     cut = lambda d, r, kept: {"dice_cut": d, "dice_refit": r, "refit": kept}
     # seg_layers.2 is full resolution, .1 half, .0 the weightless coarsest (its 0.0 must not be the worst cut)
     widths = {"dec0.1": 4, "dec1.1": 4, "dec2.1": 4}
-    (tmp_path / "pruning_history.json").write_text(json.dumps({"steps": [
+    history = {"steps": [
         {"step": 1, "widths": widths, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True),
                                                       "decoder.seg_layers.1": cut(0.9, 0.91, False),
                                                       "decoder.seg_layers.2": cut(0.95, 0.97, True)}},
         {"step": 2, "widths": widths, "head_refits": {"decoder.seg_layers.0": cut(0.0, 0.3, True),
                                                       "decoder.seg_layers.1": cut(0.05, 0.8, True),
-                                                      "decoder.seg_layers.2": cut(None, None, False)}}]}))
-    steps = script.pruning_steps({"fold_dir": str(tmp_path)})[1]
+                                                      "decoder.seg_layers.2": cut(None, None, False)}}]}
+    steps = script.pruning_steps({"pruning_history": history})[1]
     assert script.head_refits(steps) == "1 / 1 of 2; 0.050 -> 0.800 (1/2, step 2)"
     assert script.head_refits([{"step": 1, "widths": {}}]) == "-"          # a run before the refit existed
     # under "cut" a step lists only the heads whose input lost channels: the widths say how many heads there are

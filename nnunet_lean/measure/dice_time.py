@@ -21,9 +21,10 @@ from nnunet_lean.tables import markdown_table
 REACH = 0.99   # "reached": this fraction of the reference run's final Dice
 
 
-def curve(fold: TrainedFold) -> dict:
-    """Cumulative training hours and EMA pseudo-Dice after each logged epoch of one fold."""
-    log = fold.training_log()
+def curve(fold: TrainedFold, log: Optional[dict] = None) -> dict:
+    """Cumulative training hours and EMA pseudo-Dice after each logged epoch of one fold; from ``log`` where the
+    caller has already loaded the fold's checkpoint (its "logging"), else from ``fold.training_log()``."""
+    log = log or fold.training_log()
     n = min(len(log["epoch_start_timestamps"]), len(log["epoch_end_timestamps"]), len(log["ema_fg_dice"]))
     seconds = np.cumsum([log["epoch_end_timestamps"][i] - log["epoch_start_timestamps"][i] for i in range(n)])
     return {"label": f"{fold.trainer} / {fold.plans} / fold {fold.fold}", "fold_dir": str(fold.path),
