@@ -85,9 +85,7 @@ def main() -> int:
     study = Study(args.workdir, str(BIN), str(TRAINERS), budget, create=not args.summary_only, device=args.device,
                   ledger=args.ledger)
     if args.summary_only:
-        runs = [dict(variant=label, **r) for fold in args.folds
-                for label, plans, trainer in runs_of_fold(fold, args.recipe)
-                if (r := study.result(NAME, plans, trainer, fold))]
+        runs = recorded_runs(study, args.folds, args.recipe)
         if not runs:
             sys.exit(f"no finished run in {args.workdir} yet")
         summarise(runs, study.work, args)
@@ -102,7 +100,6 @@ def main() -> int:
                                            "-o", target, "-c", "3d_fullres", *how])
     if args.prepare_only:
         return 0
-    runs = []
     for fold in args.folds:
         for label, plans, trainer in runs_of_fold(fold, args.recipe):
             if args.variants and label not in args.variants:
@@ -118,8 +115,8 @@ def main() -> int:
                                    f"need the folder: remove its record from {args.ledger} to train it again")
                 study.step(f"plans_{plans}", ["nnunet_lean", "pruned-plans", "-d", str(DATASET),
                                               stamp["fold_dir"], "-o", plans])
-            runs.append(dict(variant=label, **study.train_and_test(DATASET, NAME, plans, trainer, fold)))
-            summarise(runs, study.work, args)
+            study.train_and_test(DATASET, NAME, plans, trainer, fold)
+            summarise(recorded_runs(study, args.folds, args.recipe), study.work, args)
     return 0
 
 
@@ -148,6 +145,12 @@ def runs_of_fold(fold: int, recipe: str) -> list:
     suffix = RECIPES[recipe]
     return [(label, plans, trainer + suffix) for label, (plans, trainer) in VARIANTS.items()] + \
         [("STAMP widths, retrained from scratch", scratch_plans(fold), "nnUNetTrainerBudget" + suffix)]
+
+
+def recorded_runs(study: Study, folds: list, recipe: str) -> list:
+    """Every finished run of these folds (its folder or its ledger record), in the study's order."""
+    return [dict(variant=label, **r) for fold in folds for label, plans, trainer in runs_of_fold(fold, recipe)
+            if (r := study.result(NAME, plans, trainer, fold))]
 
 
 def summarise(runs: list, work: Path, args) -> None:

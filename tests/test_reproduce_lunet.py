@@ -130,3 +130,17 @@ def test_the_summary_of_transcribed_records_says_what_they_lack_and_still_counts
     assert "Runs with full-resolution test Dice < 0.05: 1 of 3 (STAMP f0)" in md
     assert "(of 2 runs): full 0 / 1/2 0 / 1/4 1." in md
     assert "0.943 / n/r / 0.655 / n/r" in md and (tmp_path / "pareto.png").stat().st_size > 1000
+
+
+def test_recorded_runs_hold_every_finished_run_of_the_folds_in_the_studys_order():
+    script = _script()
+    finished = {("UnetNf4", "nnUNetTrainerSTAMPActivationBudget", 2), ("LUnetNf4", "nnUNetTrainerBudget", 0),
+                ("UnetNf4_Scaled75", "nnUNetTrainerBudget", 2)}
+
+    class Ledger:
+        def result(self, name, plans, trainer, fold):
+            return {"fold": fold, "plans": plans} if (plans, trainer, fold) in finished else None
+
+    runs = script.recorded_runs(Ledger(), [0, 2], "lean")
+    assert [(r["variant"], r["fold"]) for r in runs] == [
+        ("LUnet Nf=4", 0), ("Unet 75 % (linear)", 2), ("STAMP (activation)", 2)]
