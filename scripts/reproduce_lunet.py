@@ -101,7 +101,7 @@ def main() -> int:
     if args.prepare_only:
         return 0
     for fold in args.folds:
-        for label, plans, trainer in runs_of_fold(fold, args.recipe):
+        for label, plans, trainer in training_order(fold, args.recipe):
             if args.variants and label not in args.variants:
                 continue
             if plans == scratch_plans(fold) and not (pre / f"{plans}.json").exists() \
@@ -140,11 +140,19 @@ def variant_labels() -> list:
 
 
 def runs_of_fold(fold: int, recipe: str) -> list:
-    """(variant, plans, trainer) of every run of one fold, in training order; the last one retrains
+    """(variant, plans, trainer) of every run of one fold, in the tables' order; the last one retrains
     STAMP's pruned widths of this fold from scratch."""
     suffix = RECIPES[recipe]
     return [(label, plans, trainer + suffix) for label, (plans, trainer) in VARIANTS.items()] + \
         [("STAMP widths, retrained from scratch", scratch_plans(fold), "nnUNetTrainerBudget" + suffix)]
+
+
+def training_order(fold: int, recipe: str) -> list:
+    """runs_of_fold with STAMP's run and the retraining of its widths first: the retraining needs STAMP's fold
+    folder, which a lost cache takes while the ledger keeps only its figures, so the two run back to back."""
+    runs = runs_of_fold(fold, recipe)
+    first = [r for r in runs if r[0] in ("STAMP", "STAMP widths, retrained from scratch")]
+    return first + [r for r in runs if r not in first]
 
 
 def recorded_runs(study: Study, folds: list, recipe: str) -> list:

@@ -144,3 +144,13 @@ def test_recorded_runs_hold_every_finished_run_of_the_folds_in_the_studys_order(
     runs = script.recorded_runs(Ledger(), [0, 2], "lean")
     assert [(r["variant"], r["fold"]) for r in runs] == [
         ("LUnet Nf=4", 0), ("Unet 75 % (linear)", 2), ("STAMP (activation)", 2)]
+
+
+def test_stamps_run_and_the_retraining_of_its_widths_train_first_and_the_tables_keep_their_order():
+    script = _script()
+    order = [label for label, _, _ in script.training_order(2, "lean")]
+    assert order[:2] == ["STAMP", "STAMP widths, retrained from scratch"]
+    assert sorted(order) == sorted(script.variant_labels()) and len(order) == 11
+    assert script.variant_labels()[0] == "Unet Nf=4 (100 %)"
+    assert script.training_order(2, "nnunet")[1] == ("STAMP widths, retrained from scratch", "UnetNf4_STAMPf2",
+                                                     "nnUNetTrainerBudgetSGD")
