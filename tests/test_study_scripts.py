@@ -73,6 +73,14 @@ def test_converge_neither_calls_a_network_stuck_at_background_converged_nor_roun
     assert not script.within_parity({"1": float("nan"), "2": 0.0})
 
 
+def test_converge_trains_a_levels_cheapest_networks_first_and_keeps_the_rest_in_their_order():
+    script = _script("converge")
+    assert script.cheapest_first(["default", "default_sgd", "lean32", "lean16", "lean8"]) == [
+        "lean8", "lean16", "lean32", "default", "default_sgd"]
+    assert script.cheapest_first(["default_nomirror", "lean32_nomirror", "lean16_adamw", "lean32"]) == [
+        "lean16_adamw", "lean32_nomirror", "lean32", "default_nomirror"]
+
+
 def test_converge_reruns_the_step_report_when_its_networks_change(tmp_path):
     script = _script("converge")
     path = tmp_path / "report.json"
