@@ -151,7 +151,7 @@ def training_order(fold: int, recipe: str) -> list:
     """runs_of_fold with STAMP's run and the retraining of its widths first: the retraining needs STAMP's fold
     folder, which a lost cache takes while the ledger keeps only its figures, so the two run back to back."""
     runs = runs_of_fold(fold, recipe)
-    first = [r for r in runs if r[0] in ("STAMP", "STAMP widths, retrained from scratch")]
+    first = [r for r in runs if r[0] == "STAMP" or r[1] == scratch_plans(fold)]
     return first + [r for r in runs if r not in first]
 
 
