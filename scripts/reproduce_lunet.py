@@ -170,7 +170,10 @@ def summarise(runs: list, work: Path, args) -> None:
                      "parameters (median)": f"{int(statistics.median(r['parameters'] for r in rs)):,}",
                      "test Dice median": f"{statistics.median(dice):.3f}",
                      "min": f"{min(dice):.3f}", "max": f"{max(dice):.3f}",
+                     "test Dice per run": " / ".join(f"{d:.3f}" for d in dice),
+                     "training Dice, median": _median_of(r.get("training_dice") for r in rs),
                      "validation Dice at 1/2 resolution, median": _median_half_resolution(rs),
+                     "lowest validation Dice, full / 1/2 / ... (outputs with loss weight)": _lowest_weighted(rs),
                      "first epoch with foreground, per run": " / ".join(
                          NOT_RECORDED if "first_learning_epoch" not in r else
                          "never" if r["first_learning_epoch"] is None else str(r["first_learning_epoch"])
@@ -279,6 +282,23 @@ def head_refits(steps: list) -> str:
     cut, name, step, refit = min(cuts, key=lambda c: c[0])
     refit_text = "-" if refit is None else f"{refit:.3f}"
     return f"{kept} of {len(steps)}; {cut:.3f} -> {refit_text} ({name}, step {step})"
+
+
+def _median_of(values) -> str:
+    """Median of the recorded values ("n/r" where no run recorded one)."""
+    values = [v for v in values if v is not None]
+    return f"{statistics.median(values):.3f}" if values else NOT_RECORDED
+
+
+def _lowest_weighted(runs: list) -> str:
+    """Per deep-supervision output that carries loss weight (all but the coarsest), the lowest validation Dice
+    over the runs: the learning issue's second goal, per variant."""
+    outputs = [r["validation_dice_per_output"][:-1] for r in runs if r.get("validation_dice_per_output")]
+    lowest = []
+    for i in range(max((len(o) for o in outputs), default=0)):
+        values = [o[i] for o in outputs if len(o) > i and o[i] is not None]
+        lowest.append(f"{min(values):.3f}" if values else NOT_RECORDED)
+    return " / ".join(lowest) or "-"
 
 
 def _median_half_resolution(runs: list) -> str:

@@ -118,15 +118,16 @@ def test_the_summary_of_transcribed_records_says_what_they_lack_and_still_counts
     script = _script()
     lost = {"transcribed": "docs", "fold_dir": "/gone"}
     runs = [dict(lost, variant="Unet 25 % (linear)", fold=0, parameters=22398, dice=0.949, first_learning_epoch=4,
-                 pruning_history=None, validation_dice_per_output=[0.943, None, 0.655, None]),
+                 training_dice=0.952, pruning_history=None, validation_dice_per_output=[0.943, None, 0.655, None]),
             dict(lost, variant="Unet 25 % (linear)", fold=1, parameters=22398, dice=0.939, pruning_history=None,
-                 validation_dice_per_output=[0.944, 0.842, 0.03, None]),
+                 training_dice=0.948, validation_dice_per_output=[0.944, 0.842, 0.03, None]),
             dict(lost, variant="STAMP", fold=0, parameters=17324, dice=0.04, validation_dice_per_output=None)]
     args = argparse.Namespace(num_train=40, num_test=10, size=64, epochs=30, iters=50, recipe="lean",
                               precision="fp32", device="cpu")
     script.summarise(runs, tmp_path, args)
     md = (tmp_path / "results.md").read_text()
-    assert "| Unet 25 % (linear) | 2 | 22,398 | 0.944 | 0.939 | 0.949 | 0.842 | 4 / n/r |" in md
+    assert ("| Unet 25 % (linear) | 2 | 22,398 | 0.944 | 0.939 | 0.949 | 0.949 / 0.939 | 0.950 | 0.842 | 0.943 / 0.842 / 0.030 "
+            "| 4 / n/r |") in md
     assert "Runs with full-resolution test Dice < 0.05: 1 of 3 (STAMP f0)" in md
     assert "(of 2 runs): full 0 / 1/2 0 / 1/4 1." in md
     assert "0.943 / n/r / 0.655 / n/r" in md and (tmp_path / "pareto.png").stat().st_size > 1000
