@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learning issue's long studies, one after another, each resumable and each recording its finished runs in
 # a committed ledger (docs/ledgers/), so that a new machine (no ~/.cache/nnunet-lean) goes on where the last
-# stopped: MNI 5 mm at 2,000 steps, the paper study (33 runs) and its summary, then MNI at 4,000 steps (fp32).
+# stopped: MNI 5 mm at 2,000 steps, the paper study (33 runs) and its summary, then MNI at 4,000 and 8,000 steps
+# (fp32).
 # Run it detached on an otherwise idle machine; commit docs/ledgers/ as runs finish:
 #   setsid nohup bash scripts/long_runs.sh >> ~/.cache/nnunet-lean/long_runs.out 2>&1 < /dev/null &
 # touch ~/.cache/nnunet-lean/PAUSE to hold the running training between two epochs (tests, timings), rm it to go on.
@@ -20,4 +21,6 @@ mni=(--dataset mni --networks default lean32 lean16 lean8 --start-epochs 40 --pr
 "$py" scripts/reproduce_lunet.py --ledger docs/ledgers/paper_study.json
 "$py" scripts/reproduce_lunet.py --summary-only --ledger docs/ledgers/paper_study.json
 "$py" scripts/converge.py "${mni[@]}" --max-level 1
+# 8,000 steps for the networks that still moved >= 0.5 points at 4,000 (converge.py skips the converged ones)
+"$py" scripts/converge.py "${mni[@]}" --max-level 2
 echo "long runs done"; date
