@@ -285,9 +285,14 @@ def head_refits(steps: list) -> str:
 
 
 def _median_of(values) -> str:
-    """Median of the recorded values ("n/r" where no run recorded one)."""
-    values = [v for v in values if v is not None]
-    return f"{statistics.median(values):.3f}" if values else NOT_RECORDED
+    """Median of the recorded values ("n/r" where no run recorded one), saying on how many runs it rests when
+    some runs lack the value (transcribed records)."""
+    values = list(values)
+    recorded = [v for v in values if v is not None]
+    if not recorded:
+        return NOT_RECORDED
+    median = f"{statistics.median(recorded):.3f}"
+    return median if len(recorded) == len(values) else f"{median} ({len(recorded)} of {len(values)} runs)"
 
 
 def _lowest_weighted(runs: list) -> str:

@@ -121,14 +121,17 @@ def test_the_summary_of_transcribed_records_says_what_they_lack_and_still_counts
                  training_dice=0.952, pruning_history=None, validation_dice_per_output=[0.943, None, 0.655, None]),
             dict(lost, variant="Unet 25 % (linear)", fold=1, parameters=22398, dice=0.939, pruning_history=None,
                  training_dice=0.948, validation_dice_per_output=[0.944, 0.842, 0.03, None]),
-            dict(lost, variant="STAMP", fold=0, parameters=17324, dice=0.04, validation_dice_per_output=None)]
+            dict(lost, variant="STAMP", fold=0, parameters=17324, dice=0.04, validation_dice_per_output=None),
+            dict(lost, variant="STAMP", fold=1, parameters=17324, dice=0.95, training_dice=0.96,
+                 validation_dice_per_output=None)]
     args = argparse.Namespace(num_train=40, num_test=10, size=64, epochs=30, iters=50, recipe="lean",
                               precision="fp32", device="cpu")
     script.summarise(runs, tmp_path, args)
     md = (tmp_path / "results.md").read_text()
     assert ("| Unet 25 % (linear) | 2 | 22,398 | 0.944 | 0.939 | 0.949 | 0.949 / 0.939 | 0.950 | 0.842 | 0.943 / 0.842 / 0.030 "
             "| 4 / n/r |") in md
-    assert "Runs with full-resolution test Dice < 0.05: 1 of 3 (STAMP f0)" in md
+    assert "Runs with full-resolution test Dice < 0.05: 1 of 4 (STAMP f0)" in md
+    assert "| 0.960 (1 of 2 runs) |" in md     # a median that rests on fewer runs says so
     assert "(of 2 runs): full 0 / 1/2 0 / 1/4 1." in md
     assert "0.943 / n/r / 0.655 / n/r" in md and (tmp_path / "pareto.png").stat().st_size > 1000
 
