@@ -88,6 +88,9 @@ def main() -> int:
     ap.add_argument("--max-level", type=int, default=3)
     ap.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=["default", "default_sgd", "lean32",
                                                                               "lean16", "lean8"])
+    ap.add_argument("--first", nargs="+", choices=sorted(NETWORKS), default=[], metavar="NETWORK",
+                    help="train these networks first within each level (then the cheapest first): the runs a cut-off "
+                         "must not cost, e.g. the goal network of a long last budget")
     ap.add_argument("--num-train", type=int, default=30)
     ap.add_argument("--num-test", type=int, default=10)
     ap.add_argument("--workdir", default=os.path.expanduser("~/.cache/nnunet-lean/converge"))
@@ -117,7 +120,7 @@ def main() -> int:
                       ledger=args.ledger and str(Path(args.ledger).with_suffix(f".E{epochs}.json")))
         study.prepare(d, name, ["-n", str(args.num_train), "--num-test", str(args.num_test), *make])
         pre = study.folders(name)[1]
-        for key in cheapest_first(pending):
+        for key in cheapest_first(pending, args.first):
             label, plans, trainer, planner = NETWORKS[key]
             if planner and not (pre / f"{plans}.json").exists():
                 study.step(f"plan_{planner}", ["nnUNetv2_plan_experiment", "-d", str(d), "-pl", planner])
@@ -148,9 +151,11 @@ def main() -> int:
     return 0
 
 
-def cheapest_first(keys: list) -> list:
-    """The networks of a level in training order: by their plans' STEP_COST, ties in the given order."""
-    return sorted(keys, key=lambda k: STEP_COST.get(NETWORKS[k][1], 1.0))
+def cheapest_first(keys: list, first: list = ()) -> list:
+    """The networks of a level in training order: those named in `first` in that order, then the rest by their
+    plans' STEP_COST, ties in the given order."""
+    rest = sorted((k for k in keys if k not in first), key=lambda k: STEP_COST.get(NETWORKS[k][1], 1.0))
+    return [k for k in first if k in keys] + rest
 
 
 def reported(path: Path, trainers: list) -> bool:

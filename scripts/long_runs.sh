@@ -21,6 +21,7 @@ mni=(--dataset mni --networks default lean32 lean16 lean8 --start-epochs 40 --pr
 "$py" scripts/reproduce_lunet.py --ledger docs/ledgers/paper_study.json
 "$py" scripts/reproduce_lunet.py --summary-only --ledger docs/ledgers/paper_study.json
 "$py" scripts/converge.py "${mni[@]}" --max-level 1
-# 8,000 steps for the networks that still moved >= 0.5 points at 4,000 (converge.py skips the converged ones)
-"$py" scripts/converge.py "${mni[@]}" --max-level 2
+# 8,000 steps for the networks that still moved >= 0.5 points at 4,000 (converge.py skips the converged ones),
+# the goal network Nf=32 first (~2.2 h): a cut-off then costs the cheaper Nf=16 run
+"$py" scripts/converge.py "${mni[@]}" --max-level 2 --first lean32
 echo "long runs done"; date

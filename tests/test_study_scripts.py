@@ -79,6 +79,9 @@ def test_converge_trains_a_levels_cheapest_networks_first_and_keeps_the_rest_in_
         "lean8", "lean16", "lean32", "default", "default_sgd"]
     assert script.cheapest_first(["default_nomirror", "lean32_nomirror", "lean16_adamw", "lean32"]) == [
         "lean16_adamw", "lean32_nomirror", "lean32", "default_nomirror"]
+    # --first: the named networks of the level first (a name not pending is skipped), then the cheapest
+    assert script.cheapest_first(["default", "lean32", "lean16", "lean8"], ["lean32", "default_sgd"]) == [
+        "lean32", "lean8", "lean16", "default"]
 
 
 def test_converge_reruns_the_step_report_when_its_networks_change(tmp_path):
