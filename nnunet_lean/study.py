@@ -118,8 +118,8 @@ class Study:
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
-        """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean and
-        per label), nnU-Net's final validation Dice, the validation Dice of each deep-supervision output, the
+        """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean,
+        per label and per label and case), nnU-Net's final validation Dice, the validation Dice of each deep-supervision output, the
         full-resolution Dice on the fold's training cases (foreground mean and per label), None where not
         measured, a pruning run's history (None for other runs) and its Dice-vs-time curve; the ledger records
         it once both Dice files are there. Where the run's folders are gone, its ledger record; None while it
@@ -138,6 +138,7 @@ class Study:
                   "median_epoch_s": runs.median_epoch_seconds(ckpt),
                   "first_learning_epoch": runs.first_learning_epoch(ckpt),
                   "dice": dice, "dice_per_label": dice_per_label,
+                  "dice_per_case": runs.summary_dice_per_case(pred / "summary.json"),
                   "validation_dice": runs.foreground_dice(validation) if validation.exists() else None,
                   "validation_dice_per_output": [o["dice"] for o in val] if val else None,
                   "training_dice": train[0]["dice"] if train else None,

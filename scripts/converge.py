@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -177,6 +178,16 @@ def within_parity(gaps: dict) -> bool:
     return all(not math.isnan(g) and round(100 * g, 1) >= -100 * PARITY for g in gaps.values())
 
 
+def gap(run: list, ref: list) -> str:
+    """Mean paired per-case difference in points, +- twice its standard error (cases in the same order; a case
+    where either lacks the label is left out)."""
+    diff = [100 * (a - b) for a, b in zip(run, ref) if a is not None and b is not None]
+    if not diff:
+        return "-"
+    se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return f"{statistics.fmean(diff):+.1f} +- {2 * se:.1f}"
+
+
 def _fmt(dice) -> str:
     return "-" if dice is None else f"{dice:.3f}"
 
@@ -217,6 +228,9 @@ def summarise(results: dict, root: Path, args) -> None:
                       "test Dice per label": ", ".join(f"{v:.3f}" for v in r["dice_per_label"].values()),
                       f"per label - default at {ref['steps']} steps (points)":
                           _points(r["dice_per_label"], ref["dice_per_label"]),
+                      "the same, per-case mean +- 2 SE": "-" if key == "default" or not (
+                          r.get("dice_per_case") and ref.get("dice_per_case")) else "; ".join(
+                          gap(r["dice_per_case"][k], ref["dice_per_case"][k]) for k in r["dice_per_case"]),
                       "within 1.0 point (or above), every label": "-" if key == "default" else
                       ("yes" if within_parity(gaps) else "no"),
                       "training Dice per label - default (points)":

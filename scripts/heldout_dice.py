@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
 
-from converge import BIN, DATASETS, NETWORKS, TRAINERS
+from converge import BIN, DATASETS, NETWORKS, TRAINERS, gap
 from label_confusion import confusion, flipped, parse_pairs, swapped
 from nnunet_lean import commands, runs
 from nnunet_lean.errors import LeanError, exit_on_error
@@ -93,15 +92,6 @@ def main() -> int:
 def mean(values: list) -> str:
     known = [v for v in values if v is not None]
     return f"{statistics.fmean(known):.3f}" if known else "-"
-
-
-def gap(run: list, ref: list) -> str:
-    """Mean paired per-case difference in points, +- twice its standard error."""
-    diff = [100 * (a - b) for a, b in zip(run, ref) if a is not None and b is not None]
-    if not diff:
-        return "-"
-    se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return f"{statistics.fmean(diff):+.1f} +- {2 * se:.1f}"
 
 
 def reference(r: dict, rows: list) -> dict:

@@ -72,11 +72,16 @@ def test_a_finished_run_reports_parameters_dice_and_when_it_began_to_learn(tmp_p
                 "logging": log}, fold_dir / "checkpoint_final.pth")
     pred = tmp_path / "predictions" / "Dataset980_X" / "nnUNetTrainerBudget_UnetNf4_f2"
     pred.mkdir(parents=True)
+    cases = [{"reference_file": "/t/X_011.nii.gz", "metrics": {"1": {"Dice": 0.96}, "2": {"Dice": float("nan")}}},
+             {"reference_file": "/t/X_010.nii.gz", "metrics": {"1": {"Dice": 0.94}, "2": {"Dice": 0.65}}}]
     (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.8},
-                                                   "mean": {"1": {"Dice": 0.95}, "2": {"Dice": 0.65}}}))
+                                                   "mean": {"1": {"Dice": 0.95}, "2": {"Dice": 0.65}},
+                                                   "metric_per_case": cases}))
     r = study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)
     assert (r["parameters"], r["dice"], r["median_epoch_s"], r["first_learning_epoch"]) == (6, 0.8, 1.0, 2)
     assert list(r["dice_per_label"].items()) == [("1", 0.95), ("2", 0.65)]
+    # per case in the reference files' order (what paired gaps between runs need), None where nnU-Net wrote NaN
+    assert r["dice_per_case"] == {"1": [0.94, 0.96], "2": [0.65, None]}
     log["mean_fg_dice"] = [0.0, 0.0, 0.0]
     torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 2)["first_learning_epoch"] is None
@@ -163,7 +168,8 @@ def _finished_run(work: Path, fold: int, dice: float = 0.8) -> Path:
     torch.save({"network_weights": {"w": torch.zeros(3, 2)}, "logging": log}, fold_dir / "checkpoint_final.pth")
     pred = work / "predictions" / "Dataset980_X" / f"nnUNetTrainerBudget_UnetNf4_f{fold}"
     pred.mkdir(parents=True)
-    (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": dice}, "mean": {"1": {"Dice": dice}}}))
+    (pred / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": dice}, "mean": {"1": {"Dice": dice}},
+                                                   "metric_per_case": []}))
     outputs = [{"factor": [1, 1, 1], "dice": 0.9, "dice_per_label": {"1": 0.9}}]
     for name in ("deep_supervision_dice.json", "training_dice.json"):
         (pred / name).write_text(json.dumps([{"fold_dir": str(fold_dir), "outputs": outputs}]))

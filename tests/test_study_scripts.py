@@ -51,7 +51,9 @@ def test_converge_compares_each_network_at_its_last_budget_with_the_default_at_i
                           _run("lean", 8000, 0.764, [0.912, 0.705])]}
     assert script.converged(results["default"]) and not script.converged(results["lean32"][:2])
     results["default"][1].update(training_dice=0.95, training_dice_per_label={"1": 0.97, "2": 0.93})
-    results["lean32"][2].update(training_dice=0.94, training_dice_per_label={"1": 0.975, "2": 0.905})
+    results["lean32"][2].update(training_dice=0.94, training_dice_per_label={"1": 0.975, "2": 0.905},
+                                dice_per_case={"1": [0.91, 0.914], "2": [0.70, None]})
+    results["default"][1].update(dice_per_case={"1": [0.90, 0.92], "2": [0.71, 0.73]})
     args = Namespace(dataset="airway", num_train=30, num_test=10, iters=50, start_epochs=40, precision="bf16",
                      device="cpu")
     script.summarise(results, tmp_path, args)
@@ -59,8 +61,9 @@ def test_converge_compares_each_network_at_its_last_budget_with_the_default_at_i
     final = text.split("against the default at its last budget")[1]
     # lean at 8,000 steps vs default at 4,000: +0.2 and -1.5 points -> not within 1 point per label
     # ... and on the training cases +0.5 / -2.5 points: the label's gap is there in fitting too
-    assert "| lean | 8000 | yes | 0.912, 0.705 | +0.2, -1.5 | no | +0.5, -2.5 |" in final
-    assert "| default | 4000 | yes | 0.910, 0.720 | +0.0, +0.0 | - | +0.0, +0.0 |" in final
+    # per case, paired: label 1 +1.0 and -0.6 points (mean +0.2, SE 0.8), label 2 only the case both have (-1.0)
+    assert "| lean | 8000 | yes | 0.912, 0.705 | +0.2, -1.5 | +0.2 +- 1.6; -1.0 +- nan | no | +0.5, -2.5 |" in final
+    assert "| default | 4000 | yes | 0.910, 0.720 | +0.0, +0.0 | - | - | +0.0, +0.0 |" in final
     assert "| lean | 4000 | 1,000 | 0.760 | +6.0 | no | 0.805 | 0.905, 0.705 | -0.5, -1.5 | - | 1.0 |" in text
 
 
