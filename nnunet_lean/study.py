@@ -118,9 +118,10 @@ class Study:
         return fold_dir, tag, self.work / "predictions" / name / tag
 
     def result(self, name: str, plans: str, trainer: str, fold: int) -> Optional[dict]:
-        """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean,
-        per label and per label and case), nnU-Net's final validation Dice, the validation Dice of each deep-supervision output, the
-        full-resolution Dice on the fold's training cases (foreground mean and per label), None where not
+        """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean, per
+        label, and per label and case), nnU-Net's final validation Dice, the validation Dice of each
+        deep-supervision output, the full-resolution Dice on the fold's training cases (foreground mean and per
+        label), None where not
         measured, a pruning run's history (None for other runs) and its Dice-vs-time curve; the ledger records
         it once both Dice files are there. Where the run's folders are gone, its ledger record; None while it
         is not finished."""
