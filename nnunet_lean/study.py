@@ -121,10 +121,9 @@ class Study:
         """Of a finished run: parameters, epoch time, first epoch with foreground, test Dice (foreground mean, per
         label, and per label and case), nnU-Net's final validation Dice, the validation Dice of each
         deep-supervision output, the full-resolution Dice on the fold's training cases (foreground mean and per
-        label), None where not
-        measured, a pruning run's history (None for other runs) and its Dice-vs-time curve; the ledger records
-        it once both Dice files are there. Where the run's folders are gone, its ledger record; None while it
-        is not finished."""
+        label), None where not measured, a pruning run's history (None for other runs) and its Dice-vs-time
+        curve; the ledger records it once both Dice files are there. Where the run's folders are gone, its
+        ledger record; None while it is not finished."""
         fold_dir, _, pred = self._run(name, plans, trainer, fold)
         key = run_key(name, plans, trainer, fold)
         if not ((fold_dir / "checkpoint_final.pth").exists() and (pred / "summary.json").exists()):
