@@ -2,6 +2,7 @@
 
     python scripts/heldout_dice.py --dataset airway [--num-new 100] [--pairs 4,5 1,2 2,3]
                                    [--workdir ~/.cache/nnunet-lean/converge] [--precision bf16]
+                                   [--ledger docs/ledgers/heldout_DATASET.json]
 
 Ten test cases leave a per-label Dice gap of a point or two within sampling noise. This makes the study's
 dataset again with 10 + N test cases (`nnunet_lean make-dataset`, the same seed: the study's 10 test cases and
@@ -11,7 +12,9 @@ mirroring) and evaluates them (nnUNetv2_evaluate_folder) into ROOT/heldout/predi
 ROOT/heldout/results.md / .json: per run the test Dice per label, its gap to the default of the same budget
 with twice the standard error of the per-case paired differences, and the voxels swapped between label pairs
 (scripts/label_confusion.py). Every step is skipped when its output exists (resumable); run it with the study
-paused (NNUNET_LEAN_PAUSE_FILE) or finished, since it shares the CPU.
+paused (NNUNET_LEAN_PAUSE_FILE) or finished, since it shares the CPU. --ledger records each run's row (per-case
+Dice, swapped voxels) in a committed file as it is made: a run recorded there keeps its row where its folders are
+gone (a wiped cache), so a run is predicted once, while its model exists.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from converge import BIN, DATASETS, NETWORKS, TRAINERS, gap
 from label_confusion import confusion, flipped, parse_pairs, swapped
 from nnunet_lean import commands, runs
 from nnunet_lean.errors import LeanError, exit_on_error
+from nnunet_lean.ledger import Ledger, run_key
 from nnunet_lean.study import Study
 from nnunet_lean.jsonio import write_json_atomically, write_text_atomically
 from nnunet_lean.tables import markdown_table
@@ -41,6 +45,9 @@ def main() -> int:
                          "bronchus, trachea/extension, extension/carina; none otherwise)")
     ap.add_argument("--workdir", default="~/.cache/nnunet-lean/converge")
     ap.add_argument("--precision", default="bf16", help="the study's folder suffix (bf16, fp32, cuda)")
+    ap.add_argument("--ledger", default=None, metavar="JSON",
+                    help="record each run's row here (commit it); a run recorded there is not predicted again and "
+                         "keeps its row where its folders are gone")
     args = ap.parse_args()
     d, name, make = DATASETS[args.dataset]
     root = Path(args.workdir).expanduser() / f"{args.dataset}_{args.precision}"
@@ -60,31 +67,44 @@ def main() -> int:
         made = len(list((raw / "labelsTs").iterdir())) - budget["num_test"]
         if made != args.num_new:
             raise LeanError(f"{out} was made with --num-new {made}: pass that, or delete {out} to make it anew")
+    ledger = args.ledger and Ledger(args.ledger, {
+        **{k: budget.get(k) for k in ("dataset", "precision", "num_train", "num_test", "iters")},
+        "num_new": args.num_new, "pairs": [f"{a},{b}" for a, b in pairs]})
+    recorded = {}   # (level name, network key) -> row, from the ledger
+    for level_name in dict.fromkeys([p.name for p in levels] + [k.split("/")[0] for k in (ledger.runs if ledger else {})]):
+        for key, (_, plans, trainer, _) in NETWORKS.items():
+            row = ledger and ledger.get(f"{level_name}/{run_key(name, plans, trainer, 0)}")
+            if row:
+                recorded[level_name, key] = row
     finished = [(level, key, label, plans, trainer) for level in levels
                 for key, (label, plans, trainer, _) in NETWORKS.items()
-                if (runs.fold_folder(level / "results" / name, trainer, plans, "3d_fullres", 0)
-                    / "checkpoint_final.pth").exists()]
-    if not finished:
+                if (level.name, key) not in recorded and
+                (runs.fold_folder(level / "results" / name, trainer, plans, "3d_fullres", 0)
+                 / "checkpoint_final.pth").exists()]
+    if not finished and not recorded:
         raise LeanError(f"no finished run in {root}: let scripts/converge.py --dataset {args.dataset} train one first")
     step = commands.run_steps(str(out / "logs"), {})
-    if not (raw / "dataset.json").exists():   # -n as the study's, so that case i is the same case in both
+    if finished and not (raw / "dataset.json").exists():   # -n as the study's, so that case i is the same case in both
         env = commands.nnunet_environment(str(out), str(BIN))
         step(f"dataset_{d}", ["nnunet_lean", "make-dataset", "-d", str(d), "-n", str(budget["num_train"]),
                               "--num-test", str(budget["num_test"] + args.num_new), *make], env)
     studies = {level: Study(str(level), str(BIN), str(TRAINERS), json.loads((level / "budget.json").read_text()),
                             create=False) for level in dict.fromkeys(level for level, *_ in finished)}
-    rows = []
+    table = dict(recorded)
     for level, key, label, plans, trainer in finished:
         pred = out / "predictions" / level.name / f"{trainer}_{plans}_f0"
         studies[level].test(d, name, plans, trainer, 0, raw, pred, prefix="heldout_")
         total, per_case = confusion(raw / "labelsTs", pred)
-        rows.append({"level": level.name, "key": key, "network": label,
-                     "steps": int(level.name[1:]) * budget["iters"],
-                     "per_case": runs.summary_dice_per_case(pred / "summary.json"),
-                     "dice": runs.summary_dice(pred / "summary.json")[0],
-                     "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
-                     "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values())
-                                       for a, b in pairs}})
+        table[level.name, key] = row = {
+            "level": level.name, "key": key, "network": label, "steps": int(level.name[1:]) * budget["iters"],
+            "per_case": runs.summary_dice_per_case(pred / "summary.json"),
+            "dice": runs.summary_dice(pred / "summary.json")[0],
+            "swapped": {f"{a},{b}": swapped(total, a, b) for a, b in pairs},
+            "cases_flipped": {f"{a},{b}": sum(flipped(m, a, b) for m in per_case.values()) for a, b in pairs}}
+        if ledger:
+            ledger.record(f"{level.name}/{run_key(name, plans, trainer, 0)}", row)
+    # budgets in order, networks in NETWORKS' order
+    rows = [table[k] for k in sorted(table, key=lambda k: (int(k[0][1:]), list(NETWORKS).index(k[1])))]
     summarise(rows, out, budget["num_test"], args)
     return 0
 

@@ -373,3 +373,58 @@ def test_head_probe_reads_what_a_dead_head_no_longer_does():
     assert script.foreground_dice(torch.zeros_like(y), y) == 0.0       # a head stuck at background
     assert script.foreground_dice(script.linear_probe(informative, y, 2), y) > 0.95
     assert script.foreground_dice(script.linear_probe(noise, y, 2), y) < 0.2
+
+
+def test_heldout_rows_are_recorded_in_the_ledger_and_kept_when_the_runs_folders_are_gone(monkeypatch, tmp_path):
+    import sys
+    import numpy as np
+    import pytest
+    from nnunet_lean.errors import LeanError
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    script = _script("heldout_dice")
+    name = "Dataset995_LeanAirway48"
+    root, ledger = tmp_path / "airway_fp32", tmp_path / "heldout_airway.json"
+    level = root / "E160"
+    (level / "raw" / name).mkdir(parents=True)
+    (level / "budget.json").write_text(json.dumps({"epochs": 160, "iters": 50, "num_train": 30, "num_test": 10,
+                                                   "dataset": "airway", "precision": "fp32"}))
+    labels = {"background": 0, **{f"l{i}": i for i in range(1, 6)}}
+    (level / "raw" / name / "dataset.json").write_text(json.dumps({"labels": labels}))
+    raw = root / "heldout" / "raw" / name
+    (raw / "labelsTs").mkdir(parents=True)
+    (raw / "dataset.json").write_text("{}")
+    for i in range(12):                                   # the study's 10 test cases and 2 new ones
+        (raw / "labelsTs" / f"c{i:03d}.nii.gz").write_text("")
+    fold = level / "results" / name / "nnUNetTrainerBudgetNoMirroring__nnUNetLeanPlans__3d_fullres" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_final.pth").write_text("")
+    predicted = []
+
+    def test(self, d, name, plans, trainer, f, raw, pred, prefix=""):   # stands in for predict + evaluate
+        predicted.append(trainer)
+        pred.mkdir(parents=True, exist_ok=True)
+        cases = [{"reference_file": f"c{i}", "metrics": {str(k): {"Dice": 0.9} for k in range(1, 6)}} for i in range(2)]
+        (pred / "summary.json").write_text(json.dumps({"metric_per_case": cases, "foreground_mean": {"Dice": 0.9},
+                                                       "mean": {}}))
+
+    m = np.zeros((6, 6), int)
+    m[4, 4], m[4, 5], m[5, 5], m[5, 4] = 3, 7, 4, 6      # one case, 13 of its 20 bronchus voxels swapped
+    monkeypatch.setattr(script.Study, "test", test)
+    monkeypatch.setattr(script, "confusion", lambda ref, pred: (m, {"c0": m}))
+    argv = ["heldout_dice.py", "--dataset", "airway", "--num-new", "2", "--precision", "fp32",
+            "--workdir", str(tmp_path), "--ledger", str(ledger)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert script.main() == 0 and predicted == ["nnUNetTrainerBudgetNoMirroring"]
+    key = f"E160/{name}/nnUNetTrainerBudgetNoMirroring__nnUNetLeanPlans__3d_fullres/fold_0"
+    row = json.loads(ledger.read_text())["runs"][key]
+    assert row["swapped"]["4,5"] == 13 and row["cases_flipped"]["4,5"] == 1 and row["per_case"]["4"] == [0.9, 0.9]
+    import shutil
+    shutil.rmtree(root / "heldout" / "predictions")
+    shutil.rmtree(level / "results")                      # a wiped cache: the row comes from the ledger alone
+    (root / "heldout" / "results.md").unlink()
+    assert script.main() == 0 and predicted == ["nnUNetTrainerBudgetNoMirroring"]
+    assert "LUnet Nf=32, lean recipe, no mirroring" in (root / "heldout" / "results.md").read_text()
+    monkeypatch.setattr(sys, "argv", [*argv[:4], "3", *argv[5:]])
+    shutil.rmtree(raw / "labelsTs")                       # not the count check: the ledger's own budget refuses
+    with pytest.raises(LeanError, match="budget"):
+        script.main()
