@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \
+    nnUNetTrainerNoMirroring
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
@@ -54,6 +56,12 @@ class nnUNetTrainerLean_Nf64(nnUNetTrainerLean):
     width_choice = WidthChoice(nf=64)
 
 
+class nnUNetTrainerLeanNoMirroring(nnUNetTrainerLean, nnUNetTrainerNoMirroring):
+    """LUnet and the lean recipe without mirroring in training, validation and prediction (nnU-Net's own
+    ``nnUNetTrainerNoMirroring``): for labels that differ by side (left / right), which mirroring makes
+    position unable to tell apart. On lean plans the network is the plans' own."""
+
+
 class nnUNetTrainerScaled75(LeanRecipe, nnUNetTrainerWidths):
     """The paper's linearly scaled-down U-Net: every stage at 75 % of the plan's width; the lean recipe."""
     width_choice = WidthChoice(scale=0.75)
@@ -85,6 +93,10 @@ class nnUNetTrainerLean_Nf16SGD(NnunetRecipe, nnUNetTrainerLean_Nf16):
 
 
 class nnUNetTrainerLean_Nf64SGD(NnunetRecipe, nnUNetTrainerLean_Nf64):
+    pass
+
+
+class nnUNetTrainerLeanNoMirroringSGD(NnunetRecipe, nnUNetTrainerLeanNoMirroring):
     pass
 
 

@@ -9,7 +9,7 @@ TRAINERS = ["nnUNetTrainerLean", "nnUNetTrainerLean_Nf4", "nnUNetTrainerLean_Nf8
             "nnUNetTrainerLean_Nf64", "nnUNetTrainerScaled75", "nnUNetTrainerScaled50",
             "nnUNetTrainerScaled25", "nnUNetTrainerQuick", "nnUNetTrainerLeanQuick",
             "nnUNetTrainerVanillaAdamQuick", "nnUNetTrainerLeanSGD", "nnUNetTrainerLean_Nf16SGD",
-            "nnUNetTrainerScaled50SGD"]
+            "nnUNetTrainerScaled50SGD", "nnUNetTrainerLeanNoMirroring", "nnUNetTrainerLeanNoMirroringSGD"]
 PRUNING_TRAINERS = ["nnUNetTrainerSTAMP", "nnUNetTrainerPruneRandomInSTAMPBlock", "nnUNetTrainerPruneRandomWidest",
                     "nnUNetTrainerSTAMPQuick", "nnUNetTrainerPruneRandomInSTAMPBlockQuick",
                     "nnUNetTrainerPruneRandomWidestQuick", "nnUNetTrainerSTAMPSGD", "nnUNetTrainerSTAMPActivationSGD",

@@ -9,6 +9,7 @@ from nnunet_lean.pruning import trainer as pruning
 LEAN = [training.nnUNetTrainerLean, training.nnUNetTrainerLean_Nf4, training.nnUNetTrainerLean_Nf8,
         training.nnUNetTrainerLean_Nf16, training.nnUNetTrainerLean_Nf64, training.nnUNetTrainerScaled75,
         training.nnUNetTrainerScaled50, training.nnUNetTrainerScaled25, training.nnUNetTrainerLeanQuick,
+        training.nnUNetTrainerLeanNoMirroring,
         pruning.nnUNetTrainerSTAMP, pruning.nnUNetTrainerSTAMPActivation,
         pruning.nnUNetTrainerPruneRandomInSTAMPBlock, pruning.nnUNetTrainerPruneRandomWidest,
         pruning.nnUNetTrainerSTAMPQuick, pruning.nnUNetTrainerPruneRandomWidestQuick]

@@ -1,5 +1,7 @@
 """The trainers' networks, built the way nnU-Net's trainer and predictor build them."""
 import inspect
+import json
+import sys
 
 import pytest
 import torch
@@ -69,3 +71,38 @@ def test_final_validation_without_mirroring_restores_the_axes_even_when_it_fails
     with pytest.raises(RuntimeError):
         t.perform_actual_validation()
     assert seen == [None] and t.inference_allowed_mirroring_axes == (0, 1, 2)
+
+
+NO_MIRRORING = """
+import json, os, sys, torch
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+folder = os.path.join(nnUNet_preprocessed, [d for d in os.listdir(nnUNet_preprocessed) if d.startswith("Dataset501_")][0])
+plans = json.load(open(os.path.join(folder, "nnUNetPlans.json")))
+dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
+out = {}
+for name in ("nnUNetTrainerLean", "nnUNetTrainerLeanNoMirroring"):
+    trainer = recursive_find_trainer_class_by_name(name)
+    t = trainer(dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    t.initialize()
+    train_axes = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]
+    path = os.path.join(sys.argv[1], name + ".pth")
+    t.save_checkpoint(path)   # what nnUNetv2_predict reads its mirroring axes from
+    saved = torch.load(path, map_location="cpu", weights_only=False)["inference_allowed_mirroring_axes"]
+    out[name] = {"train": None if train_axes is None else list(train_axes),
+                 "predict": None if saved is None else list(saved), "optimizer": type(t.optimizer).__name__,
+                 "widths": sorted({m.out_channels for n, m in t.network.named_modules()
+                                   if isinstance(m, torch.nn.Conv3d) and "seg_layers" not in n})}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_lean_no_mirroring_trains_and_predicts_unmirrored_with_the_lean_network_and_recipe(hippo, tmp_path):
+    """Found by nnU-Net's own lookup; on stock plans: LUnet Nf=32, Adam, and no mirror axes in training or in
+    the checkpoint the predictor reads (nnUNetTrainerLean, its mirrored sibling, keeps all three axes)."""
+    proc = hippo.run([sys.executable, "-c", NO_MIRRORING, str(tmp_path)])
+    r = json.loads(proc.stdout.split("RESULT", 1)[1])
+    lean, flat = r["nnUNetTrainerLean"], r["nnUNetTrainerLeanNoMirroring"]
+    assert lean["train"] == lean["predict"] == [0, 1, 2]
+    assert flat["train"] is None and flat["predict"] is None
+    assert flat["optimizer"] == lean["optimizer"] == "Adam" and flat["widths"] == lean["widths"] == [32]

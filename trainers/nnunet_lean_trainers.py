@@ -8,7 +8,8 @@ from nnunet_lean.training import (  # noqa: F401
     nnUNetTrainerLean_Nf16, nnUNetTrainerLean_Nf64, nnUNetTrainerScaled75, nnUNetTrainerScaled50,
     nnUNetTrainerScaled25, nnUNetTrainerQuick, nnUNetTrainerLeanQuick, nnUNetTrainerVanillaAdamQuick,
     nnUNetTrainerLeanSGD, nnUNetTrainerLean_Nf4SGD, nnUNetTrainerLean_Nf8SGD, nnUNetTrainerLean_Nf16SGD,
-    nnUNetTrainerLean_Nf64SGD, nnUNetTrainerScaled75SGD, nnUNetTrainerScaled50SGD, nnUNetTrainerScaled25SGD)
+    nnUNetTrainerLean_Nf64SGD, nnUNetTrainerScaled75SGD, nnUNetTrainerScaled50SGD, nnUNetTrainerScaled25SGD,
+    nnUNetTrainerLeanNoMirroring, nnUNetTrainerLeanNoMirroringSGD)
 from nnunet_lean.pruning.trainer import (  # noqa: F401
     nnUNetTrainerSTAMP, nnUNetTrainerPruneRandomInSTAMPBlock, nnUNetTrainerPruneRandomWidest,
     nnUNetTrainerSTAMPQuick, nnUNetTrainerPruneRandomInSTAMPBlockQuick, nnUNetTrainerPruneRandomWidestQuick,
