@@ -36,6 +36,12 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def require_native_bf16(fix: str) -> None:
+    """Raise PrecisionError, naming ``fix``, where this CPU has no native bf16."""
+    if not cpu_has_native_bf16():
+        raise PrecisionError(f"this CPU has no native bf16 (AVX512-BF16 or AMX): {fix}")
+
+
 def _to_fp32(out):
     if isinstance(out, torch.Tensor):
         return out.float()
@@ -49,9 +55,7 @@ def autocast_training_forward(network: torch.nn.Module) -> torch.nn.Module:
     autocast and return fp32; eval-mode calls are unchanged. Returns the network."""
     if getattr(network.forward, "_lean_bf16", False):
         return network
-    if not cpu_has_native_bf16():
-        raise PrecisionError(f"this CPU has no native bf16 (AVX512-BF16 or AMX): use fp32 (leave {CPU_BF16_ENV} "
-                             f"unset, drop --cpu-bf16)")
+    require_native_bf16(f"use fp32 (leave {CPU_BF16_ENV} unset, drop --cpu-bf16)")
     forward = network.forward
 
     @functools.wraps(forward)

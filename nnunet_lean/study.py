@@ -16,7 +16,7 @@ from nnunet_lean.jsonio import write_json_atomically
 from nnunet_lean.ledger import Ledger, run_key
 from nnunet_lean.measure import dice_time
 from nnunet_lean.pruning.state import HISTORY_FILE, read_history
-from nnunet_lean.precision import CPU_BF16_ENV
+from nnunet_lean.precision import CPU_BF16_ENV, require_native_bf16
 
 DEEP_SUPERVISION_JSON = "deep_supervision_dice.json"  # beside the test predictions' summary.json
 TRAINING_DICE_JSON = "training_dice.json"  # the same on the fold's training cases (how well the network fits them)
@@ -71,11 +71,20 @@ class Study:
         even where its folder is gone, and a study with a ledger may be opened where its folder is gone too."""
         self.work = Path(workdir).expanduser().resolve()
         self.device = device
+        self.bf16_on_cpu = budget.get("precision") == "bf16" and device == "cpu"
+        if create:
+            self._check_precision()   # before anything is written: the trainer would refuse after the data were made
         self.ledger = Ledger(ledger, budget) if ledger else None
         self._check_budget(budget, create or bool(self.ledger and self.ledger.runs))
         self.env = dict(commands.nnunet_environment(str(self.work), bin_dir), nnUNet_extTrainer=ext_trainers)
         self.train_env = budget_training_environment(str(self.work), bin_dir, ext_trainers, budget, device)
         self.step = commands.run_steps(str(self.work / "logs"), self.env)
+
+    def _check_precision(self) -> None:
+        """A bf16 study trains on a CPU only where it has native bf16 (nnunet_lean.precision)."""
+        if self.bf16_on_cpu:
+            require_native_bf16("go on with this bf16 study on a CPU that has it or on a GPU (--device cuda), or "
+                                "start it anew in fp32 (--precision fp32)")
 
     def _check_budget(self, budget: Dict[str, object], create: bool) -> None:
         path = self.work / "budget.json"
@@ -203,6 +212,7 @@ class Study:
         if not fold_dir.exists() and (recorded := self.result(name, plans, trainer, fold)):
             return recorded   # the ledger's record: finished where its folders are gone, not trained again
         if not (fold_dir / "validation" / "summary.json").exists():
+            self._check_precision()
             self.step(f"train_{d}_{tag}", self.train_command(dataset_id, name, plans, trainer, fold), self.train_env)
         self.test(dataset_id, name, plans, trainer, fold, raw, pred)
         for step, cases, out in (("deep_supervision_dice", "val", DEEP_SUPERVISION_JSON),

@@ -42,6 +42,27 @@ def test_opening_only_an_existing_study_creates_nothing(tmp_path):
     assert Study(str(work), "/bin", "/trainers", BUDGET, create=False).work == work
 
 
+def test_a_bf16_study_on_a_cpu_without_native_bf16_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Its trainer would refuse too, but only after the study had made and preprocessed its data."""
+    import nnunet_lean.precision
+    monkeypatch.setattr(nnunet_lean.precision, "cpu_has_native_bf16", lambda: False)
+    bf16 = dict(BUDGET, precision="bf16")
+    with pytest.raises(nnunet_lean.precision.PrecisionError, match="no native bf16.*--device cuda.*--precision fp32"):
+        Study(str(tmp_path / "new"), "/bin", "/trainers", bf16)
+    assert not (tmp_path / "new").exists()
+    Study(str(tmp_path / "gpu"), "/bin", "/trainers", bf16, device="cuda")   # nnU-Net's fp16 there
+    Study(str(tmp_path / "fp32"), "/bin", "/trainers", BUDGET)
+    # begun where bf16 ran: opened to read or predict it goes, a run left to train is refused before its step
+    monkeypatch.setattr(nnunet_lean.precision, "cpu_has_native_bf16", lambda: True)
+    Study(str(tmp_path / "begun"), "/bin", "/trainers", bf16)
+    monkeypatch.setattr(nnunet_lean.precision, "cpu_has_native_bf16", lambda: False)
+    study = Study(str(tmp_path / "begun"), "/bin", "/trainers", bf16, create=False)
+    (study.folders("Dataset980_X")[0]).mkdir(parents=True)
+    with pytest.raises(nnunet_lean.precision.PrecisionError, match="no native bf16"):
+        study.train_and_test(980, "Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0)
+    assert not (tmp_path / "begun" / "results").exists() and not list((tmp_path / "begun").rglob("*.log"))
+
+
 def test_an_unfinished_run_has_no_result(tmp_path):
     study = Study(str(tmp_path), "/bin", "/trainers", BUDGET)
     assert study.result("Dataset980_X", "UnetNf4", "nnUNetTrainerBudget", 0) is None
